@@ -1,0 +1,61 @@
+"""The outcome of one probe, as blackbox-style gauges plus the facts the scheduler needs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# Called with (host, ip) before every connection; returns why the address is
+# denied, or None to allow it.
+AddressGuard = Callable[[str, str], "str | None"]
+
+
+@dataclass
+class Gauge:
+    name: str
+    help: str
+    samples: dict[tuple[tuple[str, str], ...], float] = field(default_factory=dict)
+
+
+class ProbeLog(logging.LoggerAdapter):
+    """A logger that also keeps the probe's own lines for `?debug=true`."""
+
+    def __init__(self, logger: logging.Logger, target: str):
+        super().__init__(logger, {"target": target})
+        self.lines: list[str] = []
+        self.started = time.monotonic()
+
+    def process(self, msg, kwargs):
+        return f"{msg} target={self.extra['target']}", kwargs
+
+    def log(self, level, msg, *args, **kwargs):
+        elapsed = time.monotonic() - self.started
+        self.lines.append(f"{elapsed:8.4f}s {logging.getLevelName(level):<5} {msg % args if args else msg}")
+        super().log(level, msg, *args, **kwargs)
+
+
+@dataclass
+class ProbeResult:
+    """Gauges in blackbox_exporter's names, in the order they were set."""
+
+    success: bool = False
+    duration: float = 0.0
+    # A bounded failure cause such as "dns", "connect", "tls", "http_status" or "timeout".
+    reason: str = ""
+    phases: dict[str, float] = field(default_factory=dict)
+    status_code: int = 0
+    cert_expiry: float | None = None
+    gauges: dict[str, Gauge] = field(default_factory=dict)
+    log_lines: list[str] = field(default_factory=list)
+
+    def set(self, name: str, help_text: str, value: float, **labels: str) -> None:
+        gauge = self.gauges.setdefault(name, Gauge(name, help_text))
+        gauge.samples[tuple(sorted(labels.items()))] = float(value)
+
+    def fail(self, reason: str) -> "ProbeResult":
+        self.success = False
+        if not self.reason:
+            self.reason = reason
+        return self

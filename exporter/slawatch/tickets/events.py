@@ -1,0 +1,119 @@
+"""The ticket event format accepted by `POST /api/v1/ticket-events`, and its validation.
+
+An event is a JSON object:
+
+    {"id": "evt-1", "type": "ticket.created", "ticket_id": "T-1",
+     "time": "2026-12-04T09:15:00+08:00", "channel": "email", "priority": "normal"}
+    {"id": "evt-2", "type": "ticket.replied", "ticket_id": "T-1",
+     "time": "2026-12-04T09:40:00+08:00", "author": "agent", "public": true}
+    {"id": "evt-3", "type": "ticket.status_changed", "ticket_id": "T-1",
+     "time": "2026-12-04T11:00:00+08:00", "status": "solved"}
+
+docs/ticket-events.md describes every field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+EVENT_TYPES = ("ticket.created", "ticket.replied", "ticket.status_changed")
+AUTHORS = ("agent", "requester", "system")
+STATUSES = ("new", "open", "pending", "solved", "closed")
+OPEN_STATUSES = ("new", "open", "pending")
+MAX_ID_LENGTH = 200
+
+
+class EventError(ValueError):
+    """An event that cannot be accepted; `field` names the offending key."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class TicketEvent:
+    id: str
+    type: str
+    ticket_id: str
+    time: float
+    channel: str | None = None
+    priority: str | None = None
+    author: str | None = None
+    public: bool = True
+    status: str | None = None
+
+
+def parse_event(data: Any, channels: list[str], priorities: list[str], prefix: str = "") -> TicketEvent:
+    """Validate one event object; raise EventError naming the field and the fix."""
+    if not isinstance(data, dict):
+        raise EventError(prefix or "(body)", "expected a JSON object with id, type, ticket_id and time")
+
+    known = {"id", "type", "ticket_id", "time", "channel", "priority", "author", "public", "status"}
+    for key in data:
+        if key not in known:
+            raise EventError(f"{prefix}{key}", f"unknown field: remove it or use one of {sorted(known)}")
+
+    event_id = _required_string(data, "id", prefix)
+    event_type = _required_string(data, "type", prefix)
+    if event_type not in EVENT_TYPES:
+        raise EventError(f"{prefix}type", f"unknown event type {event_type!r}: use one of {list(EVENT_TYPES)}")
+    ticket_id = _required_string(data, "ticket_id", prefix)
+    timestamp = _parse_time(data.get("time"), f"{prefix}time")
+
+    fields: dict[str, Any] = {}
+    if event_type == "ticket.created":
+        fields["channel"] = _choice(data, "channel", channels, prefix)
+        fields["priority"] = _choice(data, "priority", priorities, prefix)
+    elif event_type == "ticket.replied":
+        fields["author"] = _choice(data, "author", list(AUTHORS), prefix)
+        public = data.get("public", True)
+        if not isinstance(public, bool):
+            raise EventError(f"{prefix}public", f"expected true or false, got {public!r}")
+        fields["public"] = public
+    else:
+        fields["status"] = _choice(data, "status", list(STATUSES), prefix)
+    if event_type != "ticket.created":
+        # Channel and priority may change during a ticket's life; accept them on any event.
+        if "channel" in data:
+            fields["channel"] = _choice(data, "channel", channels, prefix)
+        if "priority" in data:
+            fields["priority"] = _choice(data, "priority", priorities, prefix)
+
+    return TicketEvent(id=event_id, type=event_type, ticket_id=ticket_id, time=timestamp, **fields)
+
+
+def _required_string(data: dict, key: str, prefix: str) -> str:
+    value = data.get(key)
+    if value is None:
+        raise EventError(f"{prefix}{key}", "required field is missing")
+    if not isinstance(value, str) or not value.strip():
+        raise EventError(f"{prefix}{key}", f"expected a non-empty string, got {value!r}")
+    if len(value) > MAX_ID_LENGTH:
+        raise EventError(f"{prefix}{key}", f"longer than {MAX_ID_LENGTH} characters: use a shorter id")
+    return value
+
+
+def _choice(data: dict, key: str, allowed: list[str], prefix: str) -> str:
+    value = data.get(key)
+    if value is None:
+        raise EventError(f"{prefix}{key}", f"required field is missing: use one of {allowed}")
+    if value not in allowed:
+        raise EventError(f"{prefix}{key}", f"unknown value {value!r}: use one of {allowed}")
+    return value
+
+
+def _parse_time(value: Any, field: str) -> float:
+    if value is None:
+        raise EventError(field, "required field is missing: use RFC 3339 with a zone, e.g. 2026-12-04T09:15:00+08:00")
+    if not isinstance(value, str):
+        raise EventError(field, f"expected an RFC 3339 string, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise EventError(field, f"invalid timestamp {value!r}: use RFC 3339, e.g. 2026-12-04T09:15:00Z") from None
+    if parsed.tzinfo is None:
+        raise EventError(field, f"timestamp {value!r} has no time zone: add Z or an offset such as +08:00")
+    return parsed.astimezone(timezone.utc).timestamp()
