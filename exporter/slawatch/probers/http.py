@@ -55,6 +55,7 @@ async def probe_http(target: str, module: Module, timeout: float, guard: Address
     except ProbeError as error:
         log.error("Probe failed reason=%s err=%s", error.reason, error)
         result.fail(error.reason)
+        result.error = str(error)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
     for phase, seconds in result.phases.items():

@@ -44,6 +44,8 @@ class ProbeResult:
     duration: float = 0.0
     # A bounded failure cause such as "dns", "connect", "tls", "http_status" or "timeout".
     reason: str = ""
+    # The failure as a sentence for logs and ?debug=true; it may contain addresses, so never a metric label.
+    error: str = ""
     phases: dict[str, float] = field(default_factory=dict)
     status_code: int = 0
     cert_expiry: float | None = None

@@ -30,6 +30,7 @@ async def probe_tcp(target: str, module: Module, timeout: float, guard: AddressG
     except ProbeError as error:
         log.error("Probe failed reason=%s err=%s", error.reason, error)
         result.fail(error.reason)
+        result.error = str(error)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
     return result

@@ -235,9 +235,8 @@ async def handle_probe(request: web.Request) -> web.Response:
     result = await PROBERS[module.prober](target, module, timeout, exporter.guard)
     if result.reason == "denied":
         exporter.probe_requests.labels(module_name, "denied").inc()
-        reason = next((line.split("reason=", 1)[1] for line in result.log_lines if "reason=" in line), "denied")
-        logger.warning("Denied probe target=%s reason=%s", target, reason)
-        return web.Response(status=403, text=f"Target denied: {reason}\n")
+        logger.warning("Denied probe target=%s reason=%s", target, result.error)
+        return web.Response(status=403, text=f"Target denied: {result.error}\n")
     exporter.probe_requests.labels(module_name, "success" if result.success else "failure").inc()
 
     registry = CollectorRegistry(auto_describe=False)
