@@ -354,7 +354,7 @@ def split_host_port(target: str) -> tuple[str, int | None]:
 
 
 _FIXES = {
-    "extra_forbidden": "unknown key: remove it or check its spelling",
+    "extra_forbidden": "unknown or unsupported key: remove it or check its spelling",
     "missing": "required key is missing: add it",
     "literal_error": None,
     "bool_type": "expected true or false",
@@ -390,12 +390,15 @@ def _format_validation_error(error: ValidationError) -> list[str]:
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, "):]
-        if kind == "extra_forbidden":
+        if message.startswith("Input should be "):
+            message = "must be " + message[len("Input should be "):]
+        if kind in ("extra_forbidden", "missing"):
             problems.append(f"{path}: {fix}")
         elif fix:
             problems.append(f"{path}: {fix}, got {item.get('input')!r}")
         else:
-            problems.append(f"{path}: {message}, got {item.get('input')!r}" if kind == "literal_error" else f"{path}: {message}")
+            shown = f", got {item['input']!r}" if "input" in item and not message.startswith(("sli ", "short window")) else ""
+            problems.append(f"{path}: {message}{shown}")
     return problems
 
 

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from slawatch.config import ConfigError, load_config, parse_config
+from slawatch.durations import format_duration, format_le, parse_duration
+
+BASE = {
+    "modules": {"http_2xx": {"prober": "http", "timeout": "5s"}, "tcp_connect": {"prober": "tcp"}},
+    "targets": [{"service": "web", "url": "http://127.0.0.1:8080/", "module": "http_2xx", "interval": "30s"}],
+    "slos": [{"name": "web-latency", "service": "web", "sli": "probe_latency", "threshold": "1s", "objective": 99}],
+}
+
+
+def with_change(path: list, value) -> dict:
+    data = copy.deepcopy(BASE)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return data
+
+
+BAD_CONFIGS = [
+    # (change, expected key path, expected words of the fix)
+    (["targets", 0, "colour"], "blue", "targets[0].colour", "unknown or unsupported key"),
+    (["targets", 0, "url"], KeyError, "targets[0].url", "required key is missing"),
+    (["targets", 0, "interval"], "soon", "targets[0].interval", "like 30s"),
+    (["targets", 0, "interval"], "3s", "targets[0].interval", "raise the interval"),
+    (["targets", 0, "module"], "icmp", "targets[0].module", "unknown module 'icmp'"),
+    (["targets", 0, "url"], "ftp://127.0.0.1/", "targets[0].url", "takes http:// or https://"),
+    (["targets", 0, "service"], "my service", "targets[0].service", "not a valid name"),
+    (["modules", "http_2xx", "prober"], "smtp", "modules.http_2xx.prober", "must be 'http' or 'tcp'"),
+    (["modules", "http_2xx", "timeout"], True, "modules.http_2xx.timeout", "invalid duration"),
+    (["modules", "http_2xx", "http"], {"fail_if_body_matches_regexp": ["x"]},
+     "modules.http_2xx.http.fail_if_body_matches_regexp", "unknown or unsupported key"),
+    (["slos", 0, "threshold"], "750ms", "slos[0].threshold", "not a bucket boundary"),
+    (["slos", 0, "threshold"], KeyError, "slos[0]", "needs a threshold"),
+    (["slos", 0, "objective"], 100, "slos[0].objective", "must be less than 100, got 100"),
+    (["slos", 0, "objective"], "high", "slos[0].objective", "expected a number"),
+    (["slos", 0, "service"], "shop", "slos[0].service", "no target has service 'shop'"),
+    (["slos", 0, "sli"], "uptime", "slos[0].sli", "probe_availability"),
+    (["global"], {"locale": "fr"}, "global.locale", "'en' or 'zh-CN'"),
+    (["tickets"], {"first_response_buckets": [600, 60]}, "tickets.first_response_buckets", "sorted ascending"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "key_path", "fix"), BAD_CONFIGS)
+def test_bad_config_names_key_and_fix(path, value, key_path, fix):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(with_change(path, value), "slawatch.yml")
+    message = str(caught.value)
+    assert message.startswith("slawatch.yml: invalid config")
+    assert f"{key_path}:" in message or f"{key_path}." in message, message
+    assert fix in message, message
+
+
+def test_base_config_is_valid():
+    config = parse_config(copy.deepcopy(BASE))
+    assert config.targets[0].interval == 30.0
+    assert config.slos[0].threshold == 1.0
+
+
+def test_ticket_threshold_must_be_bucket():
+    data = copy.deepcopy(BASE)
+    data["slos"] = [{"name": "fr", "service": "support", "sli": "ticket_first_response", "threshold": "45m",
+                     "objective": 95}]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert "slos[0].threshold: 45m is not a bucket boundary of tickets.first_response_buckets" in str(caught.value)
+
+
+def test_embedded_default_config_loads():
+    config = load_config(None)
+    services = {target.service for target in config.targets}
+    assert services == {"prometheus", "alertmanager", "slawatch"}
+    objectives = {slo.sli: slo.objective for slo in config.slos}
+    assert objectives["probe_availability"] == 95
+    assert objectives["ticket_first_response"] == 95
+    first_response = next(slo for slo in config.slos if slo.sli == "ticket_first_response")
+    assert first_response.threshold == 3600
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path):
+    path = tmp_path / "broken.yml"
+    path.write_text("targets:\n  - service: web\n   url: x\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+    assert "line 3" in str(caught.value)
+
+
+def test_missing_file_is_reported(tmp_path: Path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "absent.yml")
+    assert "cannot read the file" in str(caught.value)
+
+
+def test_blackbox_modules_file_loads():
+    data = {
+        "modules": {
+            "http_2xx": {"prober": "http", "timeout": "5s",
+                         "http": {"valid_status_codes": [200, 204], "method": "GET",
+                                  "preferred_ip_protocol": "ip4", "fail_if_not_ssl": False,
+                                  "headers": {"Accept": "text/html"},
+                                  "tls_config": {"insecure_skip_verify": False}}},
+            "tcp_connect": {"prober": "tcp", "timeout": "5s"},
+        }
+    }
+    config = parse_config(data)
+    assert config.modules["http_2xx"].http.valid_status_codes == [200, 204]
+    assert config.modules["http_2xx"].http.preferred_ip_protocol == "ip4"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("15s", 15), ("1m30s", 90), ("1h", 3600), ("30d", 2592000),
+                                               ("250ms", 0.25), (5, 5.0)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5 minutes", "-1s", "1x", "s"])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_format_helpers():
+    assert format_duration(90) == "1m30s"
+    assert format_duration(86400 * 3) == "3d"
+    assert format_le(1) == "1.0"
+    assert format_le(3600) == "3600.0"
