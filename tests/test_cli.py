@@ -1,0 +1,173 @@
+"""The slawatch command as a user runs it: serve, check, generate, SIGHUP reload, web config."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import bcrypt
+import pytest
+import trustme
+import yaml
+
+from conftest import REPO, free_port, minimal_config, wait_http, write_config
+
+SLAWATCH = [sys.executable, "-m", "slawatch"]
+
+
+def run(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*SLAWATCH, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def start_serve(stop_processes, *args: str, cwd: Path) -> tuple[subprocess.Popen, Path]:
+    log = cwd / f"serve-{len(stop_processes)}.log"
+    process = subprocess.Popen([*SLAWATCH, "serve", *args], cwd=cwd, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
+    stop_processes.append(process)
+    return process, log
+
+
+def test_serve_rejects_invalid_config(tmp_path: Path):
+    path = write_config(tmp_path / "bad.yml", {"targets": [{"service": "web", "colour": "red"}]})
+
+    completed = run("serve", f"--config.file={path}", f"--web.listen-address=127.0.0.1:{free_port()}",
+                    cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert f"{path}: invalid config" in completed.stderr
+    assert "targets[0].colour: unknown or unsupported key" in completed.stderr
+    assert "targets[0].url: required key is missing" in completed.stderr
+
+
+def test_serve_rejects_bad_listen_address(tmp_path: Path):
+    completed = run("serve", "--web.listen-address=localhost", cwd=tmp_path)
+
+    assert completed.returncode == 2
+    assert "invalid --web.listen-address 'localhost'" in completed.stderr
+
+
+def test_check_reports_in_chinese(tmp_path: Path):
+    path = write_config(tmp_path / "zh.yml", minimal_config(tmp_path, **{"global": {"locale": "zh-CN"}}))
+
+    completed = run("check", f"--config.file={path}")
+
+    assert completed.returncode == 0, completed.stderr
+    assert "配置有效" in completed.stdout
+
+
+def test_check_default_config_with_tools():
+    completed = run("check")
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "config is valid" in completed.stdout
+    if "promtool is not on PATH" not in completed.stdout:
+        assert "promtool: rules passed" in completed.stdout
+
+
+def test_generate_check_detects_stale_files(tmp_path: Path):
+    written = run("generate", f"--output-dir={tmp_path}")
+    fresh = run("generate", "--check", f"--output-dir={tmp_path}")
+    rule_file = next((tmp_path / "rules").glob("*.yml"))
+    rule_file.write_text(rule_file.read_text() + "\n# edited by hand\n")
+    stale = run("generate", "--check", f"--output-dir={tmp_path}")
+
+    assert written.returncode == 0, written.stderr
+    assert fresh.returncode == 0, fresh.stderr
+    assert stale.returncode == 1
+    assert f"{rule_file} differs from what `slawatch generate` writes now" in stale.stderr
+
+
+def test_committed_generated_files_are_current():
+    completed = run("generate", "--check", f"--output-dir={REPO}")
+
+    assert completed.returncode == 0, completed.stderr
+
+
+def scrape(url: str, **kwargs) -> str:
+    with urllib.request.urlopen(url, timeout=5, **kwargs) as response:
+        return response.read().decode()
+
+
+def test_sighup_reload_keeps_running_config(tmp_path: Path, stop_processes):
+    port = free_port()
+    data = minimal_config(tmp_path)
+    path = write_config(tmp_path / "slawatch.yml", data)
+    process, log = start_serve(stop_processes, f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}",
+                               cwd=tmp_path)
+    wait_http(f"http://127.0.0.1:{port}/-/healthy", process=process)
+
+    path.write_text("targets: [{service: web}]\n", encoding="utf-8")
+    process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "slawatch_config_last_reload_successful 0.0" not in \
+            scrape(f"http://127.0.0.1:{port}/metrics"):
+        time.sleep(0.2)
+    metrics = scrape(f"http://127.0.0.1:{port}/metrics")
+    healthy = scrape(f"http://127.0.0.1:{port}/-/healthy")
+
+    assert "slawatch_config_last_reload_successful 0.0" in metrics
+    assert healthy == "Healthy\n"
+    assert "Error reloading config, keeping the running config" in log.read_text()
+    assert "targets[0].url: required key is missing" in log.read_text()
+
+
+def test_web_config_tls_and_basic_auth(tmp_path: Path, stop_processes):
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    hashed = bcrypt.hashpw(b"open sesame", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$", 1)
+    web_config = write_config(tmp_path / "web-config.yml", {
+        "tls_server_config": {"cert_file": "cert.pem", "key_file": "key.pem"},
+        "basic_auth_users": {"prometheus": hashed},
+    })
+    config = write_config(tmp_path / "slawatch.yml", minimal_config(tmp_path))
+    port = free_port()
+    process, log = start_serve(stop_processes, f"--config.file={config}", f"--web.config.file={web_config}",
+                               f"--web.listen-address=127.0.0.1:{port}", cwd=tmp_path)
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    url = f"https://127.0.0.1:{port}/metrics"
+
+    deadline = time.monotonic() + 20
+    status = None
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            scrape(url, context=context)
+        except urllib.error.HTTPError as error:
+            status = error.code
+            break
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    request = urllib.request.Request(url)
+    request.add_header("Authorization", "Basic " + base64.b64encode(b"prometheus:open sesame").decode())
+    body = urllib.request.urlopen(request, timeout=5, context=context).read().decode()
+    wrong = urllib.request.Request(url)
+    wrong.add_header("Authorization", "Basic " + base64.b64encode(b"prometheus:wrong").decode())
+
+    assert status == 401, log.read_text()
+    assert "slawatch_build_info" in body
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(wrong, timeout=5, context=context)
+    assert caught.value.code == 401
+
+
+def test_web_config_rejects_plain_password(tmp_path: Path):
+    web_config = write_config(tmp_path / "web.yml", {"basic_auth_users": {"admin": "hunter2"}, "tls": {}})
+
+    completed = run("serve", f"--web.config.file={web_config}", f"--web.listen-address=127.0.0.1:{free_port()}",
+                    cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert "basic_auth_users.admin: expected a bcrypt hash" in completed.stderr
+    assert "tls: unknown or unsupported key" in completed.stderr
+    assert "hunter2" not in completed.stderr
