@@ -12,7 +12,6 @@ import email.policy
 import json
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -27,8 +26,8 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import REPO, free_port, require_binary
 
-REPO = Path(__file__).resolve().parents[1]
 AM_DIR = REPO / "alertmanager"
 AM_CONFIG = AM_DIR / "alertmanager.yml"
 TEMPLATE_FILE = AM_DIR / "templates" / "slawatch.tmpl"
@@ -43,27 +42,12 @@ DELIVERY_TIMEOUT = 30.0
 pytestmark = pytest.mark.integration
 
 
-def require_binary(*names: str) -> str:
-    """Return the path of the first of `names` on PATH, or skip the test."""
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip(f"{' or '.join(names)} not found on PATH")
-
-
 def run_amtool(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     amtool = require_binary("amtool")
     return subprocess.run([amtool, *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+def wait_until(condition: Callable[[], Any], timeout: float, description: str, interval: float = 0.1) -> Any:
     """Poll `condition` until it returns a truthy value, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -71,7 +55,7 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         if result:
             return result
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {description}")
         time.sleep(interval)
 
 
@@ -180,14 +164,27 @@ def test_page_inhibits_ticket():
 
 def test_email_settings():
     config = load_am_config()
-    glob = config["global"]
-    assert glob["smtp_smarthost"] == "127.0.0.1:2525"
-    assert glob["smtp_require_tls"] is False
-    assert glob["smtp_from"].endswith("@example.org")
-    assert glob["smtp_auth_password_file"].startswith("/etc/slawatch/alertmanager/secrets/")
-    assert "smtp_auth_password" not in glob
+    global_section = config["global"]
+    assert global_section["smtp_smarthost"] == "127.0.0.1:2525"
+    assert global_section["smtp_require_tls"] is False
+    assert global_section["smtp_from"].endswith("@example.org")
+    assert global_section["smtp_auth_password_file"].startswith("/etc/slawatch/alertmanager/secrets/")
+    assert "smtp_auth_password" not in global_section
     (email_config,) = next(r for r in config["receivers"] if r["name"] == "support-email")["email_configs"]
     assert email_config["to"].endswith("@example.org")
+
+
+@pytest.mark.parametrize(
+    ("path", "ignored"),
+    [("alertmanager/secrets/smtp-password", True), ("alertmanager/secrets/README.md", False)],
+)
+def test_secrets_folder_is_git_ignored(path, ignored):
+    git = require_binary("git")
+    # check-ignore exits 0 for an ignored path and 1 for one that is not.
+    result = subprocess.run(
+        [git, "check-ignore", "--quiet", "--no-index", path], cwd=REPO, capture_output=True, timeout=30, check=False
+    )
+    assert result.returncode == (0 if ignored else 1), result.stderr
 
 
 def template_names() -> set[str]:
@@ -202,6 +199,87 @@ def test_templates_exist_in_both_languages():
     assert {"email.subject", "email.html", "text", "chat.title"} <= english
     assert english == chinese
     assert names == {f"slawatch.en.{n}" for n in english} | {f"slawatch.zh.{n}" for n in chinese}
+
+
+def notification_data(status: str, labels: dict[str, str]) -> dict[str, Any]:
+    """Return template data in Alertmanager's template.Data layout for one alert."""
+    return {
+        "receiver": "support-email",
+        "status": status,
+        "alerts": [
+            {
+                "status": status,
+                "labels": labels,
+                "annotations": {"summary": "Budget burn"},
+                "startsAt": "2024-05-01T10:00:00Z",
+                "endsAt": "2024-05-01T11:30:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": "0123456789abcdef",
+            }
+        ],
+        "groupLabels": {},
+        "commonLabels": labels,
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+    }
+
+
+STOREFRONT = {
+    "alertname": "SLOErrorBudgetBurn",
+    "severity": "ticket",
+    "slo": "web-availability",
+    "service": "storefront",
+}
+RENDER_CASES = [
+    ("slawatch.en.email.subject", "resolved", STOREFRONT,
+     "[RESOLVED] [TICKET] SLOErrorBudgetBurn: service storefront, SLO web-availability"),
+    ("slawatch.zh.email.subject", "resolved", STOREFRONT,
+     "[已恢复] [工单] SLOErrorBudgetBurn：服务 storefront，SLO web-availability"),
+    ("slawatch.en.email.subject", "firing", {"alertname": "Watchdog"},
+     "[FIRING:1] [-] Watchdog: service -, SLO -"),
+    ("slawatch.zh.email.subject", "firing", {"alertname": "Watchdog", "severity": "none"},
+     "[告警中:1] [none] Watchdog：服务 -，SLO -"),
+    ("slawatch.en.chat.title", "firing", STOREFRONT,
+     "[FIRING:1] [TICKET] SLOErrorBudgetBurn: service storefront, SLO web-availability"),
+]
+
+
+@pytest.mark.parametrize(("template", "status", "labels", "expected"), RENDER_CASES)
+def test_template_render(tmp_path, template, status, labels, expected):
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(notification_data(status, labels)), encoding="utf-8")
+
+    result = run_amtool(
+        "template", "render", f"--template.glob={AM_DIR / 'templates' / '*.tmpl'}",
+        f"--template.data={data_file}", f'--template.text={{{{ template "{template}" . }}}}',
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected_lines"),
+    [
+        ("en", ["[RESOLVED] Budget burn", "Severity: ticket", "Resolved: 2024-05-01 11:30:00 UTC"]),
+        ("zh", ["[已恢复] Budget burn", "级别：工单（ticket）", "恢复时间：2024-05-01 11:30:00 UTC"]),
+    ],
+)
+def test_text_render_resolved(tmp_path, locale, expected_lines):
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(notification_data("resolved", STOREFRONT)), encoding="utf-8")
+
+    result = run_amtool(
+        "template", "render", f"--template.glob={AM_DIR / 'templates' / '*.tmpl'}",
+        f"--template.data={data_file}", f'--template.text={{{{ template "slawatch.{locale}.text" . }}}}',
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for line in expected_lines:
+        assert line in lines
+    # An empty generatorURL leaves out the source line.
+    assert not any(line.startswith(("Source:", "来源：")) for line in lines)
 
 
 def test_receivers_use_one_language():
@@ -276,9 +354,11 @@ class HTTPSink:
     def find_slack(self, receiver: str, text: str) -> list[Delivery]:
         with self.lock:
             return [
-                d
-                for d in self.deliveries
-                if d.path == "/slack" and d.receiver == receiver and text in json.dumps(d.body, ensure_ascii=False)
+                delivery
+                for delivery in self.deliveries
+                if delivery.path == "/slack"
+                and delivery.receiver == receiver
+                and text in json.dumps(delivery.body, ensure_ascii=False)
             ]
 
 
@@ -392,9 +472,9 @@ class AlertmanagerRun:
         with urllib.request.urlopen(f"{self.url}/api/v2/alerts?{query}", timeout=10) as response:
             return json.load(response)
 
-    def wait(self, condition: Callable[[], Any], what: str) -> Any:
+    def wait(self, condition: Callable[[], Any], description: str) -> Any:
         try:
-            return wait_until(condition, DELIVERY_TIMEOUT, what)
+            return wait_until(condition, DELIVERY_TIMEOUT, description)
         except AssertionError as error:
             received = [f"{d.path}?receiver={d.receiver}" for d in self.http.deliveries]
             subjects = [str(m["Subject"]) for m in self.smtp.messages]
