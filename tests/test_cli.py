@@ -48,11 +48,12 @@ def test_serve_rejects_invalid_config(tmp_path: Path):
     assert "targets[0].url: required key is missing" in completed.stderr
 
 
-def test_serve_rejects_bad_listen_address(tmp_path: Path):
-    completed = run("serve", "--web.listen-address=localhost", cwd=tmp_path)
+@pytest.mark.parametrize("address", ["localhost", "9115", "127.0.0.1:http", "127.0.0.1:70000"])
+def test_serve_rejects_bad_listen_address(tmp_path: Path, address: str):
+    completed = run("serve", f"--web.listen-address={address}", cwd=tmp_path)
 
     assert completed.returncode == 2
-    assert "invalid --web.listen-address 'localhost'" in completed.stderr
+    assert f"invalid --web.listen-address {address!r}" in completed.stderr
 
 
 def test_check_reports_in_chinese(tmp_path: Path):

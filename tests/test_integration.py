@@ -1,9 +1,9 @@
 """End to end on real binaries: exporter, Prometheus and Alertmanager on loopback ports.
 
-A local HTTP server is probed by the exporter; Prometheus scrapes the exporter
-and evaluates the generated rules; stopping the HTTP server makes the burn-rate
-page fire, and Alertmanager, with the bundled alertmanager.yml, delivers it to
-the exporter's webhook sink and to an SMTP server.
+The exporter probes a local HTTP server, and Prometheus scrapes the exporter
+and evaluates the generated rules. Stopping the HTTP server makes the
+burn-rate page fire. Alertmanager, running the bundled alertmanager.yml,
+then delivers the page to the exporter's webhook sink and to an SMTP server.
 """
 
 from __future__ import annotations

@@ -60,9 +60,9 @@ def setup_logging(level: str, log_format: str) -> None:
 
 def parse_listen_address(address: str) -> tuple[str | None, int]:
     """Split ":9115", "127.0.0.1:9115" or "[::1]:9115" into host and port."""
-    host, _, port = address.rpartition(":")
+    host, separator, port = address.rpartition(":")
     host = host.strip("[]") or None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not separator or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"invalid --web.listen-address {address!r}: use host:port, for example 127.0.0.1:9115")
     return host, int(port)
 

@@ -146,7 +146,7 @@ class TicketsConfig(StrictModel):
 
 
 class ProbeSecurity(StrictModel):
-    """Which hosts `/probe` may reach: host names, IP addresses or CIDR ranges."""
+    """The hosts that `/probe` may reach: host names, IP addresses or CIDR ranges."""
 
     allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128", "localhost"])
     allow_configured_targets: bool = True

@@ -42,7 +42,7 @@ class _Response:
 
 
 async def probe_http(target: str, module: Module, timeout: float, guard: AddressGuard | None = None) -> ProbeResult:
-    """Probe an HTTP(S) URL and return blackbox-style gauges; never raises for target faults."""
+    """Probe an HTTP(S) URL and return blackbox-style gauges; a target fault is a failed result, not an exception."""
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()

@@ -15,7 +15,7 @@ logger = logging.getLogger("slawatch.prober.tcp")
 
 
 async def probe_tcp(target: str, module: Module, timeout: float, guard: AddressGuard | None = None) -> ProbeResult:
-    """Open a TCP (optionally TLS) connection to host:port; never raises for target faults."""
+    """Open a TCP (optionally TLS) connection to host:port; a target fault is a failed result, not an exception."""
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()

@@ -285,7 +285,12 @@ async def handle_ticket_events(request: web.Request) -> web.Response:
     events = []
     try:
         for index, item in enumerate(items):
-            item_prefix = "" if prefix is None else f"{prefix}[{index}]." if prefix else f"[{index}]."
+            if prefix is None:
+                item_prefix = ""
+            elif prefix:
+                item_prefix = f"{prefix}[{index}]."
+            else:
+                item_prefix = f"[{index}]."
             events.append(parse_event(item, config.channels, config.priorities, item_prefix))
     except EventError as error:
         logger.info("Rejected ticket events field=%s err=%s", error.field, error)
