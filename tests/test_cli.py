@@ -172,3 +172,16 @@ def test_web_config_rejects_plain_password(tmp_path: Path):
     assert "basic_auth_users.admin: expected a bcrypt hash" in completed.stderr
     assert "tls: unknown or unsupported key" in completed.stderr
     assert "hunter2" not in completed.stderr
+
+
+def test_serve_reports_unusable_database(tmp_path: Path):
+    data = minimal_config(tmp_path)
+    data["tickets"]["database"] = str(tmp_path / "missing-dir" / "tickets.db")
+    path = write_config(tmp_path / "slawatch.yml", data)
+
+    completed = run("serve", f"--config.file={path}", f"--web.listen-address=127.0.0.1:{free_port()}",
+                    cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert "cannot open the ticket database" in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -309,6 +309,16 @@ async def test_ticket_bad_batch_stores_nothing(make_client):
     assert await retry.json() == {"accepted": 1, "duplicates": 0}
 
 
+async def test_ticket_non_object_item_rejected(make_client):
+    client, _ = await make_client()
+
+    response = await client.post("/api/v1/ticket-events", json={"events": ["not an event"]})
+    body = await response.json()
+
+    assert response.status == 400
+    assert body["field"] == "events[0]"
+
+
 async def test_ticket_invalid_json_rejected(make_client):
     client, _ = await make_client()
 

@@ -115,7 +115,11 @@ async def _serve(config: Config, config_path: str | None, host: str | None, port
                  runbooks: Path | None) -> int:
     from .web import Exporter, create_app
 
-    exporter = Exporter(config, config_path, runbooks_dir=runbooks)
+    try:
+        exporter = Exporter(config, config_path, runbooks_dir=runbooks)
+    except ValueError as error:
+        logger.error("Cannot start the exporter err=%s", error)
+        return 1
     app = create_app(exporter, middlewares)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -123,6 +123,9 @@ class Scheduler:
 
     def apply(self, config: Config) -> None:
         """Switch to the targets of `config`, keeping jobs that did not change."""
+        if config.global_.max_concurrent_probes != self._config.global_.max_concurrent_probes:
+            # Probes already waiting keep the old semaphore; new starts use the new bound.
+            self._semaphore = asyncio.Semaphore(config.global_.max_concurrent_probes)
         wanted = self._jobs(config)
         for job in list(self._tasks):
             if job not in wanted:

@@ -49,7 +49,7 @@ class TicketEvent:
 def parse_event(data: Any, channels: list[str], priorities: list[str], prefix: str = "") -> TicketEvent:
     """Validate one event object; raise EventError naming the field and the fix."""
     if not isinstance(data, dict):
-        raise EventError(prefix or "(body)", "expected a JSON object with id, type, ticket_id and time")
+        raise EventError(prefix.rstrip(".") or "(body)", "expected a JSON object with id, type, ticket_id and time")
 
     known = {"id", "type", "ticket_id", "time", "channel", "priority", "author", "public", "status"}
     for key in data:

@@ -87,8 +87,12 @@ class TicketStore:
         self.path = str(path)
         self.bucket_bounds = list(buckets)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as error:
+            raise ValueError(f"cannot open the ticket database {self.path!r}: {error}: check tickets.database "
+                             "and that its directory exists and is writable") from None
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self.histograms: dict[tuple[str, str], _Histogram] = {}
