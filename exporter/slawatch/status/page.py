@@ -35,6 +35,10 @@ TEXT = Catalog({
     "uptime.none": {"en": "No measurements in the last {days} days", "zh-CN": "最近 {days} 天无测量数据"},
     "response_time": {"en": "Response time: {value} now, {average} average over {days} days",
                       "zh-CN": "响应时间：当前 {value}，{days} 天平均 {average}"},
+    "response_time.average": {"en": "Response time: {average} average over {days} days",
+                              "zh-CN": "响应时间：{days} 天平均 {average}"},
+    "response_time.none": {"en": "Response time: no successful checks in the last {days} days",
+                           "zh-CN": "响应时间：最近 {days} 天没有成功的检测"},
     "days_ago": {"en": "{days} days ago", "zh-CN": "{days} 天前"},
     "today": {"en": "Today", "zh-CN": "今天"},
     "day.tooltip": {"en": "{date}: {percent} available, {probes} checks",
@@ -206,11 +210,17 @@ class StatusView:
                             if availability is not None else self.text("uptime.none", days=days)),
             "response_time_ms": None if status.recent_latency is None else round(status.recent_latency * 1000, 1),
             "average_response_time_ms": None if average is None else round(average * 1000, 1),
-            "response_text": self.text("response_time", value=_milliseconds(status.recent_latency),
-                                       average=_milliseconds(average), days=days),
+            "response_text": self._response_text(status.recent_latency, average, days),
             "recent": {"probes": status.recent_probes, "failures": status.recent_failures},
             "days": day_items,
         }
+
+    def _response_text(self, recent: float | None, average: float | None, days: int) -> str:
+        if average is None:
+            return self.text("response_time.none", days=days)
+        if recent is None:
+            return self.text("response_time.average", average=_milliseconds(average), days=days)
+        return self.text("response_time", value=_milliseconds(recent), average=_milliseconds(average), days=days)
 
     def _incident(self, incident: Incident, now: float) -> dict:
         if incident.kind == "incident":
@@ -251,8 +261,10 @@ class StatusView:
             "status": status,
             "status_text": self.text(f"status.{status}"),
             "services": list(incident.services),
-            "affected_text": self.text("affected", services=separator.join(names) if names
-                                       else self.text("all_services")),
+            # Updates and reports without services concern no service in particular.
+            "affected_text": (self.text("affected", services=separator.join(names)) if names
+                              else None if incident.kind in ("update", "report")
+                              else self.text("affected", services=self.text("all_services"))),
             "title": title,
             "body": incident.body.get(self.locale, ""),
             "link": incident.link,
@@ -269,7 +281,8 @@ def render_html(document: dict) -> str:
     other = "zh-CN" if document["locale"] == "en" else "en"
     labels = {key: TEXT.get(key, document["locale"]) for key in ("today", "incidents", "language", "read_report",
                                                                   "more", "legend")}
-    labels["days_ago"] = TEXT.get("days_ago", document["locale"], days=document["days"])
+    # The first bar is the day `days - 1` days before today.
+    labels["days_ago"] = TEXT.get("days_ago", document["locale"], days=document["days"] - 1)
     labels["incidents_none"] = TEXT.get("incidents.none", document["locale"], days=document["days"])
     return _ENV.get_template("status.html").render(doc=document, other_locale=other, labels=labels)
 
