@@ -615,3 +615,36 @@ def test_cli_announce_unreachable(tmp_path: Path, capsys):
                      "--token-file", str(tmp_path / "token"), "--timeout", "5"])
     assert code == 1
     assert "Cannot reach the exporter" in capsys.readouterr().err
+
+
+async def test_scheduler_survives_observer_error(tmp_path: Path, failing_server):
+    from slawatch.scheduler import ProbeMetrics, Scheduler
+
+    data = minimal_config(tmp_path)
+    data["modules"]["http_2xx"]["timeout"] = "1s"
+    data["targets"] = [{"service": "web", "url": f"http://127.0.0.1:{failing_server.port}/healthy",
+                        "module": "http_2xx", "interval": "2s"}]
+    config = parse_config(data)
+    seen = []
+
+    def broken(target_config, result):
+        raise RuntimeError("observer bug")
+
+    registry = CollectorRegistry()
+    scheduler = Scheduler(ProbeMetrics(registry, config.global_.probe_duration_buckets), config,
+                          [broken, lambda t, r: seen.append((t.service, r.success))])
+    await scheduler.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        await scheduler.stop()
+    assert seen[0] == ("web", True)
+    assert registry.get_sample_value("slawatch_probes_total",
+                                     {"service": "web", "module": "http_2xx", "location": "test"}) >= 1
+
+
+def test_status_database_defaults_next_to_tickets(tmp_path: Path):
+    config = parse_config(make_config(tmp_path))
+    assert config.status.database_path(config.tickets.database) == str(tmp_path / "slawatch-status.db")
