@@ -1,9 +1,9 @@
 """The status page in headless Chromium, served by a real `slawatch serve` process.
 
-The test writes known daily roll-ups into the status database, starts the
-exporter, lets it probe loopback targets, posts alerts and announcements,
-then reads the DOM that Chromium rendered in both locales and saves phone
-and desktop screenshots under tests/artifacts/ for review.
+The test writes known daily roll-ups into the status database and starts the
+exporter, which probes loopback targets. It posts alerts and announcements,
+then reads the DOM that Chromium rendered in both locales. Phone and desktop
+screenshots go to tests/artifacts/ for review.
 """
 
 from __future__ import annotations

@@ -247,7 +247,7 @@ LocalizedText = dict[Literal["en", "zh-CN"], str]
 
 
 class StatusThresholds(StrictModel):
-    """How recent probe results of a public service map to its state on the status page.
+    """Thresholds that map recent probe results of a public service to its state on the status page.
 
     The share of failed probes over `window` picks the worst state whose
     ratio it reaches. `degraded_latency` also marks a service degraded when

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,7 +80,7 @@ def parse_announcement(data: Any, public_services: list[str], now: float) -> Inc
 
     kind = data.get("kind")
     if kind not in ANNOUNCEMENT_KINDS:
-        raise AnnouncementError("kind", f"got {kind!r}: use one of {list(ANNOUNCEMENT_KINDS)}")
+        raise AnnouncementError("kind", f"invalid kind {kind!r}: use one of {list(ANNOUNCEMENT_KINDS)}")
 
     services = data.get("services", [])
     if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
@@ -138,8 +138,3 @@ def alert_time(value: Any, fallback: float) -> float:
         return fallback
     return seconds if seconds > 0 else fallback
 
-
-def utc_iso(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")

@@ -226,8 +226,12 @@ class StatusView:
         if incident.kind == "incident":
             status = "ongoing" if incident.resolved is None else "resolved"
         elif incident.kind == "maintenance":
-            status = "scheduled" if now < incident.started else "completed" if now >= incident.resolved else \
-                "in_progress"
+            if now < incident.started:
+                status = "scheduled"
+            elif now >= incident.resolved:
+                status = "completed"
+            else:
+                status = "in_progress"
         else:
             status = "posted"
 

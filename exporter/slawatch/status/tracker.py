@@ -9,10 +9,11 @@ State of a public service, worst first:
 
 - maintenance: an announced maintenance window for the service is running now;
   it replaces every other state, because failures during planned work are expected;
-- major_outage, partial_outage, degraded: the worst of the state from recent
-  probes (failure ratio over the window against the configured ratios, and
-  the mean latency of successful probes against `degraded_latency`) and the
-  state of each open alert incident (`status.alert_states` by severity);
+- major_outage, partial_outage, degraded: the worst of the probe state and
+  the state of each open alert incident (`status.alert_states` by severity).
+  The probe state compares the failure ratio over the window with the
+  configured ratios, and the mean latency of successful probes with
+  `degraded_latency`;
 - operational: recent probes exist and none of the above applies;
 - no_data: no probe result within the window and no open incident.
 """
