@@ -36,6 +36,17 @@ TEXT = Catalog({
     "check.tool_missing": {"en": "{tool} is not on PATH: skipped {what} (install it with "
                                   "`apt-get install {package}`)",
                            "zh-CN": "PATH 中没有 {tool}：已跳过 {what}（可用 `apt-get install {package}` 安装）"},
+    "announce.posted": {"en": "Posted {kind} announcement {id} to {url}",
+                        "zh-CN": "已向 {url} 发布{kind}公告，编号 {id}"},
+    "announce.rejected": {"en": "The exporter rejected the announcement (HTTP {status}): {error}",
+                          "zh-CN": "导出器拒绝了该公告（HTTP {status}）：{error}"},
+    "announce.failed": {"en": "Cannot reach the exporter at {url}: {error}. Check --web.url and that the exporter "
+                              "is running.",
+                        "zh-CN": "无法连接导出器 {url}：{error}。请检查 --web.url 以及导出器是否在运行。"},
+    "announce.no_token": {"en": "No announcement token: pass --token-file, set status.announce_token_file in the "
+                                "config, or set {env}",
+                          "zh-CN": "没有公告令牌：请传入 --token-file、在配置中设置 status.announce_token_file，"
+                                   "或设置环境变量 {env}"},
     "serve.listening": {"en": "slawatch {version} listening on {scheme}://{address}",
                         "zh-CN": "slawatch {version} 正在监听 {scheme}://{address}"},
 })
@@ -213,6 +224,54 @@ def _run_tool(locale: str, tool: str, arguments: list[str], what: str, package: 
     return True
 
 
+def cmd_announce(args: argparse.Namespace) -> int:
+    import requests
+
+    from .config import StatusConfig
+    from .web.status import read_announce_token
+
+    config = _load_or_report(args.config_file) if args.config_file else None
+    locale = locale_from(config)
+    status = config.status if config is not None else StatusConfig()
+    if args.token_file:
+        status = status.model_copy(update={"announce_token_file": args.token_file})
+    token = read_announce_token(status)
+    if token is None:
+        print(TEXT.get("announce.no_token", locale, env=status.announce_token_env), file=sys.stderr)
+        return 2
+
+    body: dict = {"kind": args.kind, "services": args.service or [], "title": _localized(args.title, args.title_zh)}
+    if args.body or args.body_zh:
+        body["body"] = _localized(args.body, args.body_zh)
+    if args.link:
+        body["link"] = args.link
+    if args.starts:
+        body["starts_at"] = args.starts
+    if args.ends:
+        body["ends_at"] = args.ends
+
+    url = args.web_url.rstrip("/") + "/api/v1/announcements"
+    try:
+        response = requests.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=args.timeout)
+    except requests.RequestException as error:
+        print(TEXT.get("announce.failed", locale, url=url, error=error), file=sys.stderr)
+        return 1
+    try:
+        reply = response.json()
+    except ValueError:
+        reply = {"error": response.text.strip()}
+    if response.status_code != 201:
+        print(TEXT.get("announce.rejected", locale, status=response.status_code, error=reply.get("error", "")),
+              file=sys.stderr)
+        return 1
+    print(TEXT.get("announce.posted", locale, kind=args.kind, id=reply.get("id"), url=args.web_url))
+    return 0
+
+
+def _localized(english: str | None, chinese: str | None) -> dict[str, str]:
+    return {locale: text for locale, text in (("en", english), ("zh-CN", chinese)) if text}
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from .stack import run_stack
 
@@ -253,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--alertmanager.config", dest="alertmanager_config", default="alertmanager/alertmanager.yml",
                        help="Alertmanager config to check with amtool when the file exists")
     check.set_defaults(func=cmd_check)
+
+    announce = commands.add_parser("announce", help="post a maintenance window, an update or a report link to "
+                                                    "the status page")
+    announce.add_argument("kind", choices=["maintenance", "update", "report"], help="kind of announcement")
+    add_config(announce)
+    announce.add_argument("--web.url", dest="web_url", default="http://127.0.0.1:9115",
+                          help="base URL of the running exporter (default http://127.0.0.1:9115)")
+    announce.add_argument("--token-file", default=None,
+                          help="file holding the bearer token (default: status.announce_token_file of the config, "
+                               "then the SLAWATCH_ANNOUNCE_TOKEN environment variable)")
+    announce.add_argument("--service", action="append", help="affected public service; repeat for several "
+                                                             "(default: all services)")
+    announce.add_argument("--title", required=True, help="public title in English (used for both languages "
+                                                         "when --title-zh is missing)")
+    announce.add_argument("--title-zh", default=None, help="public title in Simplified Chinese")
+    announce.add_argument("--body", default=None, help="public text in English")
+    announce.add_argument("--body-zh", default=None, help="public text in Simplified Chinese")
+    announce.add_argument("--starts", default=None, help="maintenance start, RFC 3339, e.g. 2026-12-05T01:00:00Z")
+    announce.add_argument("--ends", default=None, help="maintenance end, RFC 3339, e.g. 2026-12-05T03:00:00Z")
+    announce.add_argument("--link", default=None, help="http(s) URL, required for a report")
+    announce.add_argument("--timeout", type=float, default=10.0, help="request timeout in seconds (default 10)")
+    announce.set_defaults(func=cmd_announce)
 
     stack = commands.add_parser("stack", help="run the exporter, Prometheus and Alertmanager on loopback")
     add_config(stack)

@@ -242,6 +242,79 @@ class GlobalConfig(StrictModel):
         return _check_buckets(buckets)
 
 
+STATUS_STATES = ("operational", "degraded", "partial_outage", "major_outage")
+LocalizedText = dict[Literal["en", "zh-CN"], str]
+
+
+class StatusThresholds(StrictModel):
+    """Thresholds that map recent probe results of a public service to its state on the status page.
+
+    The share of failed probes over `window` picks the worst state whose
+    ratio it reaches. `degraded_latency` also marks a service degraded when
+    the mean latency of its successful probes in the window exceeds it.
+    """
+
+    window: Duration = 10 * 60.0
+    degraded_failure_ratio: float = Field(default=0.05, gt=0, le=1)
+    partial_outage_failure_ratio: float = Field(default=0.25, gt=0, le=1)
+    major_outage_failure_ratio: float = Field(default=0.75, gt=0, le=1)
+    degraded_latency: Duration | None = None
+
+    @model_validator(mode="after")
+    def _ratios_ascending(self) -> "StatusThresholds":
+        ratios = (self.degraded_failure_ratio, self.partial_outage_failure_ratio, self.major_outage_failure_ratio)
+        if not ratios[0] < ratios[1] < ratios[2]:
+            raise ValueError(
+                f"failure ratios must rise from degraded to major outage, got {list(ratios)}: "
+                "for example 0.05, 0.25, 0.75"
+            )
+        return self
+
+
+class StatusService(StrictModel):
+    """Public text of one service on the status page."""
+
+    name: LocalizedText = Field(default_factory=dict)
+    description: LocalizedText = Field(default_factory=dict)
+
+
+class StatusConfig(StrictModel):
+    """The public status page and its daily roll-ups (`/status`, `/api/v1/status`)."""
+
+    enabled: bool = True
+    # Default: slawatch-status.db in the folder of tickets.database.
+    database: str | None = None
+    timezone: str = "UTC"
+    retention_days: int = Field(default=90, ge=1, le=3660)
+    title: LocalizedText = Field(default_factory=dict)
+    accept_language: bool = True
+    thresholds: StatusThresholds = Field(default_factory=StatusThresholds)
+    services: dict[LabelName, StatusService] = Field(default_factory=dict)
+    # State that an open alert gives its service, by the alert's severity label.
+    alert_states: dict[str, Literal["degraded", "partial_outage", "major_outage"]] = Field(
+        default_factory=lambda: {"page": "partial_outage", "ticket": "degraded"})
+    # Public incident titles by alertname; other alerts get a generic title.
+    alert_titles: dict[str, LocalizedText] = Field(default_factory=dict)
+    announce_token_file: str | None = None
+    announce_token_env: str = "SLAWATCH_ANNOUNCE_TOKEN"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as UTC or Asia/Shanghai") from None
+        return value
+
+    def database_path(self, tickets_database: str) -> str:
+        if self.database:
+            return self.database
+        return str(Path(tickets_database).with_name("slawatch-status.db"))
+
+
 class Config(StrictModel):
     global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
     modules: dict[str, Module] = Field(default_factory=dict)
@@ -250,6 +323,7 @@ class Config(StrictModel):
     tickets: TicketsConfig = Field(default_factory=TicketsConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     slos: list[SLO] = Field(default_factory=list)
+    status: StatusConfig = Field(default_factory=StatusConfig)
 
     def slo_label_values(self) -> list[str]:
         return [slo.name for slo in self.slos]
@@ -318,6 +392,19 @@ def _cross_checks(config: Config) -> list[str]:
                 problems.append(
                     f"{path}.priority: unknown priority {slo.priority!r}: use one of {config.tickets.priorities}"
                 )
+    problems.extend(_status_checks(config))
+    return problems
+
+
+def _status_checks(config: Config) -> list[str]:
+    public = sorted({t.service for t in config.targets if t.public})
+    problems = []
+    for service in config.status.services:
+        if service not in public:
+            problems.append(
+                f"status.services.{service}: no public target has service {service!r}: "
+                f"use one of {public} or set public: true on its target"
+            )
     return problems
 
 

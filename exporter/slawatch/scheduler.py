@@ -10,6 +10,7 @@ import logging
 import random
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -22,6 +23,9 @@ logger = logging.getLogger("slawatch.scheduler")
 
 LABELS = ("service", "module", "location")
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+
+# Called with each scheduled probe's target and result, after the metrics are updated.
+ProbeObserver = Callable[[Target, ProbeResult], None]
 
 
 class ProbeMetrics:
@@ -104,8 +108,9 @@ class Scheduler:
     start is skipped and counted, so slow targets never stack up probes.
     """
 
-    def __init__(self, metrics: ProbeMetrics, config: Config):
+    def __init__(self, metrics: ProbeMetrics, config: Config, observers: list[ProbeObserver] | None = None):
         self.metrics = metrics
+        self.observers = list(observers or [])
         self._tasks: dict[_Job, asyncio.Task] = {}
         self._semaphore = asyncio.Semaphore(config.global_.max_concurrent_probes)
         self._config = config
@@ -171,5 +176,10 @@ class Scheduler:
                 logger.exception("Prober raised an unexpected error target=%s", job.target.url)
                 result = ProbeResult(reason="internal")
         self.metrics.observe(job.labels, result)
+        for observer in self.observers:
+            try:
+                observer(job.target, result)
+            except Exception:
+                logger.exception("Probe observer raised an error target=%s", job.target.url)
         logger.debug("Probe finished target=%s success=%s duration_seconds=%.3f", job.target.url, result.success,
                      result.duration)

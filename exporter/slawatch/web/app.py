@@ -19,8 +19,10 @@ from .. import __version__, names
 from ..config import Config, ConfigError, check_target, load_config
 from ..probers import PROBERS, ProbeResult
 from ..scheduler import ProbeMetrics, Scheduler
+from ..status import StatusStore, StatusTracker
 from ..tickets import EventError, TicketCollector, TicketStore, parse_event
 from .guard import ProbeGuard
+from .status import add_status_routes, run_flusher
 
 logger = logging.getLogger("slawatch.web")
 
@@ -54,6 +56,11 @@ class Exporter:
         self.store = TicketStore(config.tickets.database, config.tickets.first_response_buckets)
         self.ticket_collector = TicketCollector(self.store, config.tickets.channels, config.tickets.priorities)
         self.registry.register(self.ticket_collector)
+        self.status: StatusTracker | None = None
+        if config.status.enabled:
+            status_db = config.status.database_path(config.tickets.database)
+            self.status = StatusTracker(config, StatusStore(status_db))
+        self._status_flusher: asyncio.Task | None = None
 
         self.reload_success = Gauge(names.CONFIG_LAST_RELOAD_SUCCESS,
                                     "Whether the last config load or reload succeeded (1) or failed (0).",
@@ -73,12 +80,20 @@ class Exporter:
         self._reload_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        self.scheduler = Scheduler(self.probe_metrics, self.config)
+        observers = [self.status.observe] if self.status is not None else []
+        self.scheduler = Scheduler(self.probe_metrics, self.config, observers)
         await self.scheduler.start()
+        if self.status is not None:
+            self._status_flusher = asyncio.create_task(run_flusher(self.status), name="status flush")
 
     async def stop(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if self._status_flusher is not None:
+            self._status_flusher.cancel()
+            await asyncio.gather(self._status_flusher, return_exceptions=True)
+        if self.status is not None:
+            self.status.store.close()
         self.store.close()
 
     async def reload(self) -> str | None:
@@ -100,6 +115,8 @@ class Exporter:
             self.ticket_collector.priorities = config.tickets.priorities
             if self.scheduler is not None:
                 self.scheduler.apply(config)
+            if self.status is not None:
+                self.status.apply(config)
             self.reload_success.set(1)
             self.reload_time.set(time.time())
             logger.info("Loaded config file file=%s", self.config_path or "<embedded default config>")
@@ -113,6 +130,9 @@ class Exporter:
             return "tickets.first_response_buckets changed: restart the exporter to apply new buckets"
         if config.tickets.database != old.tickets.database:
             return "tickets.database changed: restart the exporter to open another database"
+        if (config.status.enabled, config.status.database_path(config.tickets.database)) != (
+                old.status.enabled, old.status.database_path(old.tickets.database)):
+            return "status.enabled or status.database changed: restart the exporter to apply it"
         return None
 
 
@@ -143,11 +163,12 @@ def create_app(exporter: Exporter, middlewares: list | None = None) -> web.Appli
     app.router.add_post("/api/v1/alertmanager/webhook", handle_alertmanager_webhook)
     app.router.add_get("/api/v1/alertmanager/notifications", handle_notifications)
     app.router.add_get("/runbooks/{name}", handle_runbook)
+    add_status_routes(app, EXPORTER)
     return app
 
 
 async def handle_index(request: web.Request) -> web.Response:
-    links = ["/metrics", "/probe?target=http://127.0.0.1:9090/-/healthy&module=http_2xx", "/config", "/-/healthy"]
+    links = ["/status", "/metrics", "/probe?target=http://127.0.0.1:9090/-/healthy&module=http_2xx", "/config", "/-/healthy"]
     items = "".join(f'<li><a href="{link}">{link}</a></li>' for link in links)
     return web.Response(text=f"<!doctype html><title>slawatch</title><h1>slawatch</h1><ul>{items}</ul>",
                         content_type="text/html")
@@ -319,6 +340,8 @@ async def handle_alertmanager_webhook(request: web.Request) -> web.Response:
     exporter.notifications.labels(receiver, status).inc()
     exporter.recent_notifications.append({"receiver": receiver, "status": status, "received": time.time(),
                                           "alerts": alerts, "groupLabels": payload.get("groupLabels", {})})
+    if exporter.status is not None:
+        await asyncio.get_running_loop().run_in_executor(None, exporter.status.record_alerts, alerts)
     logger.info("Received Alertmanager notification receiver=%s status=%s alerts=%s", receiver, status,
                 ",".join(str(a.get("labels", {}).get("alertname", "")) for a in alerts))
     return web.Response(text="ok\n")
