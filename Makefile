@@ -7,7 +7,7 @@ CONFIG ?=
 BIN := $(VENV)/bin
 CONFIG_FLAG := $(if $(CONFIG),--config.file=$(CONFIG),)
 
-.PHONY: run test system-deps generate check clean
+.PHONY: run test generate check clean deps-run deps-test
 
 $(BIN)/slawatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,19 +15,23 @@ $(BIN)/slawatch: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-system-deps:
-	@./scripts/system-deps.sh
-
 generate: $(BIN)/slawatch
 	$(BIN)/slawatch generate $(CONFIG_FLAG)
 
 check: $(BIN)/slawatch
 	$(BIN)/slawatch check $(CONFIG_FLAG)
 
-run: system-deps $(BIN)/slawatch generate
+deps-run:
+	@./scripts/system-deps.sh run
+
+deps-test:
+	@./scripts/system-deps.sh test
+
+run: deps-run $(BIN)/slawatch
+	$(BIN)/slawatch generate $(CONFIG_FLAG)
 	$(BIN)/slawatch stack $(CONFIG_FLAG)
 
-test: system-deps $(BIN)/slawatch
+test: deps-test $(BIN)/slawatch
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:

@@ -1,13 +1,20 @@
 #!/bin/sh
-# Install the Debian packages that `make run` and `make test` need, or say which are missing.
+# Install the Debian packages that `make run` (argument "run") or `make test`
+# (argument "test") needs, or, when not root, say which ones are missing.
 set -eu
 
+purpose="${1:-run}"
 packages=""
 command -v prometheus >/dev/null 2>&1 || packages="$packages prometheus"
 command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
     || packages="$packages prometheus-alertmanager"
-command -v docker-compose >/dev/null 2>&1 || packages="$packages docker-compose"
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages="$packages python3-venv"
+
+if [ "$purpose" = "test" ]; then
+    command -v docker-compose >/dev/null 2>&1 || packages="$packages docker-compose"
+    command -v chromium >/dev/null 2>&1 || packages="$packages chromium"
+    dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || packages="$packages fonts-wqy-microhei"
+fi
 
 if [ -z "$packages" ]; then
     exit 0

@@ -185,3 +185,38 @@ def test_serve_reports_unusable_database(tmp_path: Path):
     assert completed.returncode == 1
     assert "cannot open the ticket database" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_check_warns_about_empty_config(tmp_path: Path):
+    path = tmp_path / "empty.yml"
+    path.write_text("", encoding="utf-8")
+
+    completed = run("check", f"--config.file={path}")
+
+    assert completed.returncode == 0
+    assert "the config has no targets and no SLOs" in completed.stderr
+
+
+def test_serve_logs_are_logfmt_and_json(tmp_path: Path, stop_processes):
+    import json as json_module
+    import shlex
+
+    config = write_config(tmp_path / "slawatch.yml", minimal_config(tmp_path))
+    lines = {}
+    for log_format in ("logfmt", "json"):
+        port = free_port()
+        process, log = start_serve(stop_processes, f"--config.file={config}", f"--log.format={log_format}",
+                                   f"--web.listen-address=127.0.0.1:{port}", cwd=tmp_path)
+        wait_http(f"http://127.0.0.1:{port}/-/healthy", process=process)
+        process.terminate()
+        process.wait(timeout=10)
+        lines[log_format] = [line for line in log.read_text().splitlines() if line]
+
+    for line in lines["logfmt"]:
+        fields = dict(part.split("=", 1) for part in shlex.split(line))
+        assert set(fields) >= {"ts", "level", "logger", "msg"}, line
+        assert fields["ts"].endswith("Z")
+    for line in lines["json"]:
+        record = json_module.loads(line)
+        assert record["level"] in ("debug", "info", "warning", "error")
+    assert any("listening on http://127.0.0.1" in json_module.loads(line)["msg"] for line in lines["json"])

@@ -92,6 +92,7 @@ BAD_PROBES = [
     ({"module": "http_2xx"}, 400, "Target parameter is missing"),
     ({"target": "ftp://127.0.0.1/", "module": "http_2xx"}, 400, "has scheme 'ftp'"),
     ({"target": "127.0.0.1", "module": "tcp_connect"}, 400, "is not host:port"),
+    ({"target": "http://[::1", "module": "http_2xx"}, 400, "is not a valid URL"),
     ({"target": "http://10.20.30.40/", "module": "http_2xx"}, 403, "10.20.30.40 is not in probe.allow"),
 ]
 
@@ -281,6 +282,8 @@ BAD_EVENTS = [
     ({**replied("x", "T", "2026-12-01T10:00:00Z"), "public": "yes"}, "public", "expected true or false"),
     ({**replied("x", "T", "2026-12-01T10:00:00Z"), "author": "robot"}, "author", "unknown value 'robot'"),
     ({**created("x", "", "2026-12-01T10:00:00Z")}, "ticket_id", "non-empty string"),
+    ({**created("x", "T", "0001-01-01T00:00:00+08:00")}, "time", "out of range"),
+    ({**created("x", "T", "9999-12-31T23:59:59-08:00")}, "time", "out of range"),
 ]
 
 
@@ -317,6 +320,16 @@ async def test_ticket_non_object_item_rejected(make_client):
 
     assert response.status == 400
     assert body["field"] == "events[0]"
+
+
+async def test_ticket_deeply_nested_json_rejected(make_client):
+    client, _ = await make_client()
+
+    response = await client.post("/api/v1/ticket-events", data=b"[" * 100_000,
+                                 headers={"Content-Type": "application/json"})
+
+    assert response.status == 400
+    assert "invalid JSON" in (await response.json())["error"]
 
 
 async def test_ticket_invalid_json_rejected(make_client):

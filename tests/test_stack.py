@@ -27,6 +27,14 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def process_alive(pid: int) -> bool:
+    """Return whether `pid` runs and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def query(expr: str) -> list[dict]:
     url = "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -84,3 +92,28 @@ def test_stack_runs_and_stops_cleanly(tmp_path: Path):
     while time.monotonic() < deadline and any(port_in_use(port) for port in PORTS):
         time.sleep(0.2)
     assert [port for port in PORTS if port_in_use(port)] == []
+
+
+def test_stack_children_die_with_parent(tmp_path: Path):
+    pid_file = tmp_path / "child.pid"
+    parent_code = (
+        "import subprocess, sys, time\n"
+        "from slawatch.stack import _die_with_parent\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+        "start_new_session=True, preexec_fn=_die_with_parent)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not pid_file.exists():
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and process_alive(child_pid):
+        time.sleep(0.1)
+
+    assert not process_alive(child_pid)

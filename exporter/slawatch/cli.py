@@ -18,12 +18,17 @@ from aiohttp import web
 from . import __version__
 from .config import Config, ConfigError, load_config
 from .i18n import LOCALES, Catalog
+from .logs import setup_logging
 
 logger = logging.getLogger("slawatch")
 
 TEXT = Catalog({
     "config.valid": {"en": "{source}: config is valid ({targets} targets, {slos} SLOs)",
                      "zh-CN": "{source}：配置有效（{targets} 个探测目标，{slos} 个 SLO）"},
+    "config.empty": {"en": "{source}: warning: the config has no targets and no SLOs, so nothing will be probed: "
+                            "check the path, or add targets as in the embedded default config",
+                     "zh-CN": "{source}：警告：配置中没有探测目标也没有 SLO，因此不会探测任何东西：请检查路径，"
+                              "或参照内置默认配置添加目标"},
     "config.invalid": {"en": "The config was not loaded. Fix the problems above and run the command again.",
                        "zh-CN": "配置未加载。请修正上面列出的问题后重新运行命令。"},
     "generate.wrote": {"en": "Wrote {path}", "zh-CN": "已写入 {path}"},
@@ -60,15 +65,6 @@ def locale_from(config: Config | None) -> str:
     return config.global_.locale if config is not None else "en"
 
 
-def setup_logging(level: str, log_format: str) -> None:
-    if log_format == "json":
-        fmt = '{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
-    else:
-        fmt = "ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
 def parse_listen_address(address: str) -> tuple[str | None, int]:
     """Split ":9115", "127.0.0.1:9115" or "[::1]:9115" into host and port."""
     host, separator, port = address.rpartition(":")
@@ -95,6 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config_file)
     if config is None:
         return 1
+    if not config.targets and not config.slos:
+        logger.warning(TEXT.get("config.empty", locale_from(config), source=args.config_file))
     try:
         host, port = parse_listen_address(args.web_listen_address)
     except ValueError as error:
@@ -142,10 +140,8 @@ async def _serve(config: Config, config_path: str | None, host: str | None, port
         await runner.cleanup()
         return 1
 
-    logger.info("Listening on address address=%s:%d tls=%s", host or "", port, ssl_context is not None)
-    print(TEXT.get("serve.listening", locale_from(config), version=__version__,
-                   scheme="https" if ssl_context else "http", address=f"{host or '0.0.0.0'}:{port}"),
-          file=sys.stderr, flush=True)
+    logger.info(TEXT.get("serve.listening", locale_from(config), version=__version__,
+                         scheme="https" if ssl_context else "http", address=f"{host or '0.0.0.0'}:{port}"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -196,8 +192,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     locale = locale_from(config)
-    print(TEXT.get("config.valid", locale, source=args.config_file or "<embedded default config>",
-                   targets=len(config.targets), slos=len(config.slos)))
+    source = args.config_file or "<embedded default config>"
+    print(TEXT.get("config.valid", locale, source=source, targets=len(config.targets), slos=len(config.slos)))
+    if not config.targets and not config.slos:
+        print(TEXT.get("config.empty", locale, source=source), file=sys.stderr)
 
     failed = False
     with tempfile.TemporaryDirectory() as scratch:

@@ -411,7 +411,10 @@ def _status_checks(config: Config) -> list[str]:
 def check_target(url: str, prober: str) -> str | None:
     """Return why `url` is not a valid target for `prober`, or None if it is."""
     if prober == "http":
-        parts = urlsplit(url if "://" in url else f"http://{url}")
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+        except ValueError as error:
+            return f"{url!r} is not a valid URL ({error}): use a URL like https://example.com/health"
         if parts.scheme not in ("http", "https"):
             return f"{url!r} has scheme {parts.scheme!r}: the http prober takes http:// or https:// URLs"
         if not parts.hostname:

@@ -114,6 +114,7 @@ class Scheduler:
         self._tasks: dict[_Job, asyncio.Task] = {}
         self._semaphore = asyncio.Semaphore(config.global_.max_concurrent_probes)
         self._config = config
+        self._last_success: dict[tuple[str, str, str], bool] = {}
 
     def _jobs(self, config: Config) -> set[_Job]:
         location = config.global_.location
@@ -167,6 +168,17 @@ class Scheduler:
             next_start += interval
             await asyncio.sleep(max(0.0, next_start - time.monotonic()))
 
+    def _log_state_change(self, job: _Job, result: ProbeResult) -> None:
+        previous = self._last_success.get(job.labels)
+        self._last_success[job.labels] = result.success
+        if previous is None and result.success or previous == result.success:
+            return
+        if result.success:
+            logger.info("Target recovered service=%s target=%s", job.target.service, job.target.url)
+        else:
+            logger.warning("Target probe failing service=%s target=%s reason=%s err=%s", job.target.service,
+                           job.target.url, result.reason or "unknown", result.error)
+
     async def _probe(self, job: _Job) -> None:
         prober = PROBERS[job.module.prober]
         async with self._semaphore:
@@ -176,6 +188,7 @@ class Scheduler:
                 logger.exception("Prober raised an unexpected error target=%s", job.target.url)
                 result = ProbeResult(reason="internal")
         self.metrics.observe(job.labels, result)
+        self._log_state_change(job, result)
         for observer in self.observers:
             try:
                 observer(job.target, result)

@@ -9,6 +9,7 @@ Ctrl-C stops every process this command started.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import shutil
 import signal
@@ -30,16 +31,18 @@ PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 SMTP_PORT = 2525
 READY_TIMEOUT = 60.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 TEXT = Catalog({
     "missing_binary": {"en": "{binary} is not installed: run `apt-get install {package}` (as root) and try again",
                        "zh-CN": "未安装 {binary}：请以 root 身份运行 `apt-get install {package}` 后重试"},
     "missing_file": {"en": "{path} not found: run this command from a slawatch checkout or pass --repo-dir",
                      "zh-CN": "找不到 {path}：请在 slawatch 代码目录中运行，或用 --repo-dir 指定目录"},
-    "port_busy": {"en": "port {port} on 127.0.0.1 is already in use ({what}): stop the process that holds it "
-                        "(for Debian's service: `systemctl stop {service}`) and try again",
-                  "zh-CN": "127.0.0.1 的端口 {port} 已被占用（{what}）：请停止占用它的进程"
-                           "（Debian 服务可用 `systemctl stop {service}`）后重试"},
+    "port_busy": {"en": "port {port} on 127.0.0.1, needed by {what}, is already in use: find the process with "
+                        "`ss -ltnp 'sport = :{port}'` and stop it (an earlier `slawatch stack`, or Debian's service: "
+                        "`systemctl stop {service}`), then try again",
+                  "zh-CN": "{what} 需要的 127.0.0.1 端口 {port} 已被占用：用 `ss -ltnp 'sport = :{port}'` 找到占用它的进程"
+                           "并停止（可能是之前的 `slawatch stack`，或 Debian 服务：`systemctl stop {service}`），然后重试"},
     "not_ready": {"en": "{what} did not become ready within {seconds:.0f}s: see its output above",
                   "zh-CN": "{what} 在 {seconds:.0f} 秒内未就绪：请查看上面的输出"},
     "exited": {"en": "{what} exited with code {code}: stopping the stack",
@@ -114,8 +117,18 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this child when the stack process dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_stack(args: argparse.Namespace) -> int:
-    from .cli import locale_from, setup_logging
+    from .cli import locale_from
+    from .logs import setup_logging
 
     setup_logging("info", "logfmt")
     try:
@@ -167,10 +180,14 @@ def run_stack(args: argparse.Namespace) -> int:
     ]
 
     processes: list[tuple[str, subprocess.Popen]] = []
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C, kill and a closed terminal all stop the whole stack, even when the
+    # shell that started it ignores SIGINT (as `make run &` in a script does).
+    previous = {signum: signal.signal(signum, _raise_interrupt)
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         for what, command, cwd, _ in commands:
-            processes.append((what, subprocess.Popen(command, cwd=cwd, start_new_session=True)))
+            processes.append((what, subprocess.Popen(command, cwd=cwd, start_new_session=True,
+                                                     preexec_fn=_die_with_parent)))
         deadline = time.monotonic() + READY_TIMEOUT
         for (what, process), (_, _, _, ready_url) in zip(processes, commands):
             if not _wait_ready(ready_url, process, deadline):
@@ -192,5 +209,6 @@ def run_stack(args: argparse.Namespace) -> int:
     finally:
         _stop(processes)
         smtp.stop()
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         print(TEXT.get("stopped", locale), file=sys.stderr)

@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import h11
 
 from ..config import HTTPProbeConfig, Module
-from .net import ProbeError, build_ssl_context, record_tls, resolve
+from .net import ProbeError, build_ssl_context, format_address, record_tls, resolve
 from .result import AddressGuard, ProbeLog, ProbeResult
 
 logger = logging.getLogger("slawatch.prober.http")
@@ -130,12 +130,16 @@ def _check_response(options: HTTPProbeConfig, response: _Response, result: Probe
         return
 
     result.success = True
-    log.info("Probe succeeded status_code=%d", response.status)
+    log.debug("Probe succeeded status_code=%d", response.status)
 
 
 async def _request_once(url: str, options: HTTPProbeConfig, result: ProbeResult, log: ProbeLog,
                         guard: AddressGuard | None) -> _Response:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port
+    except ValueError:
+        raise ProbeError("invalid_target", f"{url!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ProbeError("invalid_target", f"{url!r} is not an http:// or https:// URL")
     use_tls = parts.scheme == "https"
@@ -152,7 +156,8 @@ async def _request_once(url: str, options: HTTPProbeConfig, result: ProbeResult,
         reader, writer = await asyncio.open_connection(resolved.ip, port)
     except OSError as error:
         phases["connect"] = phases.get("connect", 0.0) + time.monotonic() - mark
-        raise ProbeError("connect", f"connect to {resolved.ip}:{port} failed: {error.strerror or error}") from None
+        address = format_address(resolved.ip, port)
+        raise ProbeError("connect", f"connect to {address} failed: {error.strerror or error}") from None
     phases["connect"] = phases.get("connect", 0.0) + time.monotonic() - mark
 
     try:

@@ -90,6 +90,11 @@ async def resolve(
     return Resolved(ip, family)
 
 
+def format_address(ip: str, port: int) -> str:
+    """Join an IP and a port, bracketing IPv6 addresses ("[::1]:80")."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def _literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))

@@ -20,7 +20,11 @@ class Gauge:
 
 
 class ProbeLog(logging.LoggerAdapter):
-    """A logger that also keeps the probe's own lines for `?debug=true`."""
+    """A per-probe logger: it keeps every line with its level for `?debug=true`.
+
+    The lines reach the process log at DEBUG only, so a target that stays down
+    does not fill the log; the scheduler logs when a target's state changes.
+    """
 
     def __init__(self, logger: logging.Logger, target: str):
         super().__init__(logger, {"target": target})
@@ -33,7 +37,7 @@ class ProbeLog(logging.LoggerAdapter):
     def log(self, level, msg, *args, **kwargs):
         elapsed = time.monotonic() - self.started
         self.lines.append(f"{elapsed:8.4f}s {logging.getLevelName(level):<5} {msg % args if args else msg}")
-        super().log(level, msg, *args, **kwargs)
+        super().log(logging.DEBUG, msg, *args, **kwargs)
 
 
 @dataclass

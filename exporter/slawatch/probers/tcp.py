@@ -8,7 +8,7 @@ import ssl
 import time
 
 from ..config import Module, split_host_port
-from .net import ProbeError, build_ssl_context, record_tls, resolve
+from .net import ProbeError, build_ssl_context, format_address, record_tls, resolve
 from .result import AddressGuard, ProbeLog, ProbeResult
 
 logger = logging.getLogger("slawatch.prober.tcp")
@@ -23,7 +23,7 @@ async def probe_tcp(target: str, module: Module, timeout: float, guard: AddressG
         async with asyncio.timeout(timeout):
             await _connect(target, module, result, log, guard)
         result.success = True
-        log.info("Successfully dialed")
+        log.debug("Successfully dialed")
     except TimeoutError:
         log.error("Probe timed out timeout_seconds=%.3f", timeout)
         result.fail("timeout")
@@ -49,7 +49,8 @@ async def _connect(target: str, module: Module, result: ProbeResult, log: ProbeL
     try:
         reader, writer = await asyncio.open_connection(resolved.ip, port)
     except OSError as error:
-        raise ProbeError("connect", f"connect to {resolved.ip}:{port} failed: {error.strerror or error}") from None
+        address = format_address(resolved.ip, port)
+        raise ProbeError("connect", f"connect to {address} failed: {error.strerror or error}") from None
     result.phases["connect"] = time.monotonic() - mark
 
     try:

@@ -116,4 +116,7 @@ def _parse_time(value: Any, field: str) -> float:
         raise EventError(field, f"invalid timestamp {value!r}: use RFC 3339, e.g. 2026-12-04T09:15:00Z") from None
     if parsed.tzinfo is None:
         raise EventError(field, f"timestamp {value!r} has no time zone: add Z or an offset such as +08:00")
-    return parsed.astimezone(timezone.utc).timestamp()
+    try:
+        return parsed.astimezone(timezone.utc).timestamp()
+    except (OverflowError, ValueError):
+        raise EventError(field, f"timestamp {value!r} is out of range: use a date between years 1 and 9999 in UTC") from None

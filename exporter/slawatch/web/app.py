@@ -108,6 +108,10 @@ class Exporter:
                 self.reload_success.set(0)
                 logger.error("Error reloading config, keeping the running config err=%s", error)
                 return str(error)
+            except Exception as error:  # an unexpected bug must still count as a failed reload
+                self.reload_success.set(0)
+                logger.exception("Error reloading config, keeping the running config")
+                return f"unexpected error while loading the config: {error!r}"
 
             self.config = config
             self.guard = ProbeGuard(config)
@@ -288,7 +292,7 @@ async def handle_ticket_events(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return _json_error(400, "(body)", "invalid JSON: send one event object, a list, or {\"events\": [...]}")
 
     if isinstance(body, dict) and "events" in body and "id" not in body:
@@ -330,7 +334,7 @@ async def handle_alertmanager_webhook(request: web.Request) -> web.Response:
     receiver = request.query.get("receiver", "unknown")
     try:
         payload = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return web.Response(status=400, text="invalid JSON: expected an Alertmanager webhook payload\n")
     if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
         return web.Response(status=400, text="missing field alerts: expected an Alertmanager webhook payload\n")

@@ -106,7 +106,7 @@ async def _announce(request: web.Request, exporter: "Exporter") -> web.Response:
                                      f"{MAX_ANNOUNCEMENT_BYTES}")
     try:
         data = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return _error(400, "(body)", "invalid JSON: send one announcement object")
     try:
         incident = parse_announcement(data, tracker.services, time.time())
