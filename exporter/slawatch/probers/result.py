@@ -50,6 +50,10 @@ class ProbeResult:
     status_code: int = 0
     cert_expiry: float | None = None
     gauges: dict[str, Gauge] = field(default_factory=dict)
+    # Why the guard denied an address: "not_allowed" or "link_local".
+    denied_reason: str = ""
+    # Body bytes per second over the transfer phase, or None when no body was read.
+    transfer_rate: float | None = None
     log_lines: list[str] = field(default_factory=list)
 
     def set(self, name: str, help_text: str, value: float, **labels: str) -> None:

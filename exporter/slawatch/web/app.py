@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .. import __version__, names
-from ..config import Config, ConfigError, check_target, load_config
+from ..config import Config, ConfigError, Module, check_target, load_config
 from ..probers import PROBERS, ProbeResult
 from ..scheduler import ProbeMetrics, Scheduler
 from ..tickets import EventError, TicketCollector, TicketStore, parse_event
@@ -30,6 +30,9 @@ TIMEOUT_OFFSET = 0.5
 MAX_EVENT_BATCH = 5000
 MAX_BODY_BYTES = 8 * 1024 * 1024
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
+# Label values of slawatch_probe_denied_total; ProbeGuard returns the first
+# three, handle_probe adds not_configured for probe.only_configured_targets.
+DENIAL_REASONS = ("not_allowed", "link_local", "unspecified", "invalid_address", "not_configured")
 
 
 class Exporter:
@@ -62,6 +65,10 @@ class Exporter:
                                  registry=self.registry)
         self.probe_requests = Counter("slawatch_probe_requests", "Requests to /probe, by module and outcome.",
                                       ["module", "outcome"], registry=self.registry)
+        self.probe_denied = Counter("slawatch_probe_denied", "Requests to /probe denied by probe.allow, by reason.",
+                                    ["reason"], registry=self.registry)
+        for reason in DENIAL_REASONS:
+            self.probe_denied.labels(reason)
         self.notifications = Counter("slawatch_alertmanager_notifications",
                                      "Alertmanager webhook notifications received, by receiver and status.",
                                      ["receiver", "status"], registry=self.registry)
@@ -173,29 +180,53 @@ async def handle_config(request: web.Request) -> web.Response:
 
 
 def _redact_module(module: dict) -> dict:
-    headers = module.get("http", {}).get("headers", {})
+    """Replace secrets in a module's JSON form; SecretStr fields already dump as "**********"."""
+    http = module.get("http", {})
+    headers = http.get("headers", {})
     for name in headers:
         if name.lower() in SECRET_HEADERS:
             headers[name] = "<secret>"
+    proxy = http.get("proxy_url")
+    if proxy and "@" in proxy:
+        scheme, _, rest = proxy.partition("://")
+        http["proxy_url"] = f"{scheme}://<secret>@{rest.rpartition('@')[2]}"
     return module
 
 
 class _ResultCollector(Collector):
-    def __init__(self, result: ProbeResult):
+    """One probe's gauges in blackbox_exporter's names, plus slawatch's location and failure-reason info.
+
+    With `location_label` set, every family also gets a `location` label.
+    """
+
+    def __init__(self, result: ProbeResult, location: str, location_label: str | None):
         self.result = result
+        self.location = location
+        self.location_label = location_label
+
+    def _family(self, name: str, help_text: str, samples: dict) -> GaugeMetricFamily:
+        label_names = sorted({key for labels in samples for key, _ in labels})
+        extra = ["location"] if self.location_label is not None and "location" not in label_names else []
+        family = GaugeMetricFamily(name, help_text, labels=label_names + extra)
+        for labels, value in samples.items():
+            values = dict(labels)
+            family.add_metric([values.get(name, "") for name in label_names] + [self.location_label] * len(extra),
+                              value)
+        return family
 
     def collect(self):
-        for gauge in self.result.gauges.values():
-            label_names = sorted({key for labels in gauge.samples for key, _ in labels})
-            family = GaugeMetricFamily(gauge.name, gauge.help, labels=label_names)
-            for labels, value in gauge.samples.items():
-                values = dict(labels)
-                family.add_metric([values.get(name, "") for name in label_names], value)
-            yield family
-        yield GaugeMetricFamily("probe_duration_seconds", "Returns how long the probe took to complete in seconds",
-                                value=self.result.duration)
-        yield GaugeMetricFamily("probe_success", "Displays whether or not the probe was a success",
-                                value=1 if self.result.success else 0)
+        result = self.result
+        for gauge in result.gauges.values():
+            yield self._family(gauge.name, gauge.help, gauge.samples)
+        yield self._family("probe_duration_seconds", "Returns how long the probe took to complete in seconds",
+                           {(): result.duration})
+        yield self._family("probe_success", "Displays whether or not the probe was a success",
+                           {(): 1 if result.success else 0})
+        yield self._family("probe_location_info", "The location label of the exporter that ran the probe",
+                           {(("location", self.location),): 1})
+        if not result.success:
+            yield self._family("probe_failure_info", "Why the probe failed, as a bounded reason",
+                               {(("reason", result.reason or "unknown"),): 1})
 
 
 def probe_timeout(request: web.Request, module_timeout: float) -> float:
@@ -231,19 +262,44 @@ async def handle_probe(request: web.Request) -> web.Response:
         exporter.probe_requests.labels(module_name, "bad_request").inc()
         return web.Response(status=400, text=f"Invalid target: {problem}\n")
 
+    if config.probe.only_configured_targets and target not in {t.url for t in config.targets}:
+        return _deny(exporter, module_name, target, "not_configured",
+                     f"{target} is not a configured target and probe.only_configured_targets is on")
+
+    hostname = request.query.get("hostname", "")
+    if hostname:
+        module = with_hostname(module, hostname)
     timeout = probe_timeout(request, module.timeout)
     result = await PROBERS[module.prober](target, module, timeout, exporter.guard)
     if result.reason == "denied":
-        exporter.probe_requests.labels(module_name, "denied").inc()
-        logger.warning("Denied probe target=%s reason=%s", target, result.error)
-        return web.Response(status=403, text=f"Target denied: {result.error}\n")
+        return _deny(exporter, module_name, target, result.denied_reason or "not_allowed", result.error)
     exporter.probe_requests.labels(module_name, "success" if result.success else "failure").inc()
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ResultCollector(result))
+    location = config.global_.location if config.global_.probe_location_label else None
+    registry.register(_ResultCollector(result, config.global_.location, location))
     if request.query.get("debug", "").lower() == "true":
         return _debug_response(target, module_name, module.model_dump(mode="json"), result, registry)
     return await make_aiohttp_handler(registry, disable_compression=True)(request)
+
+
+def _deny(exporter: Exporter, module_name: str, target: str, reason: str, message: str) -> web.Response:
+    exporter.probe_requests.labels(module_name, "denied").inc()
+    exporter.probe_denied.labels(reason).inc()
+    logger.warning("Denied probe target=%s reason=%s err=%s", target, reason, message)
+    return web.Response(status=403, text=f"Target denied ({reason}): {message}\n")
+
+
+def with_hostname(module: Module, hostname: str) -> Module:
+    """Return `module` with the Host header and TLS server name set to `hostname`, as blackbox's parameter."""
+    if module.prober == "http":
+        headers = {name: value for name, value in module.http.headers.items() if name.lower() != "host"}
+        headers["Host"] = hostname
+        tls = module.http.tls_config.model_copy(update={"server_name": hostname})
+        return module.model_copy(update={"http": module.http.model_copy(update={"headers": headers,
+                                                                                "tls_config": tls})})
+    tls = module.tcp.tls_config.model_copy(update={"server_name": hostname})
+    return module.model_copy(update={"tcp": module.tcp.model_copy(update={"tls_config": tls})})
 
 
 def _debug_response(target: str, module_name: str, module: dict, result: ProbeResult,
