@@ -98,13 +98,28 @@ def parse_size(value: Any) -> int:
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
-def _check_regexps(patterns: list[str]) -> list[str]:
-    for pattern in patterns:
+# Go's RE2 syntax, which blackbox_exporter uses, accepts a repeated anchor such
+# as "^+OK" (Debian's example pop3s_banner module); Python's re rejects it.
+# A repeated anchor matches the same as the bare anchor.
+_REPEATED_ANCHOR = re.compile(r"(?<!\\)([\^$])[+*?]")
+
+
+def _python_regexp(pattern: str) -> str:
+    """Return `pattern` in Python's re syntax, rewriting the RE2 forms that re rejects."""
+    try:
+        re.compile(pattern)
+        return pattern
+    except re.error as error:
+        rewritten = _REPEATED_ANCHOR.sub(r"\1", pattern)
         try:
-            re.compile(pattern)
-        except re.error as error:
+            re.compile(rewritten)
+        except re.error:
             raise ValueError(f"{pattern!r} is not a valid regular expression: {error}") from None
-    return patterns
+        return rewritten
+
+
+def _check_regexps(patterns: list[str]) -> list[str]:
+    return [_python_regexp(pattern) for pattern in patterns]
 
 
 Regexps = Annotated[list[str], BeforeValidator(lambda v: _check_regexps(list(v)) if isinstance(v, list) else v)]
