@@ -129,7 +129,8 @@ async def test_http_prober_connection_refused():
 
     assert result.success is False
     assert result.reason == "connect"
-    assert "probe_http_status_code" not in result.gauges
+    # As blackbox_exporter 0.23, the response gauges exist with 0 after a failed connect.
+    assert gauge(result, "probe_http_status_code") == 0
 
 
 async def test_http_prober_guard_denies_before_connecting(target):

@@ -38,6 +38,15 @@ READ_SIZE = 65536
 MAX_BUFFERED_BODY = 16 * 1024 * 1024
 
 PHASE_HELP = "Duration of http request by phase, summed over all redirects"
+BLACKBOX_DEFAULT_GAUGES = [
+    ("probe_http_content_length", "Length of http content response"),
+    ("probe_http_uncompressed_body_length", "Length of uncompressed response body"),
+    ("probe_http_redirects", "The number of redirects"),
+    ("probe_http_ssl", "Indicates if SSL was used for the final redirect"),
+    ("probe_http_status_code", "Response HTTP status code"),
+    ("probe_http_version", "Returns the version of HTTP of the probe response"),
+    ("probe_failed_due_to_regex", "Indicates if probe failed due to regex"),
+]
 
 
 @dataclass
@@ -69,6 +78,10 @@ async def probe_http(target: str, module: Module, timeout: float, guard: Address
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
+    # blackbox_exporter registers these before it resolves the target, so a
+    # failed probe still exports them, with 0 unless the response set them.
+    for name, help_text in BLACKBOX_DEFAULT_GAUGES:
+        result.set(name, help_text, 0)
     try:
         async with asyncio.timeout(timeout):
             await _run(target, module.http, result, log, guard)

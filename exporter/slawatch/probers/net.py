@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import _ssl
 import asyncio
-import hashlib
 import ipaddress
 import re
 import socket
@@ -83,8 +82,7 @@ async def resolve(
     family, ip = chosen
     result.set("probe_ip_protocol", "Specifies whether probe ip protocol is IP4 or IP6",
                6 if family == socket.AF_INET6 else 4)
-    result.set("probe_ip_addr_hash", "Specifies the hash of IP address",
-               int.from_bytes(hashlib.sha256(ip.encode()).digest()[:4], "big"))
+    result.set("probe_ip_addr_hash", "Specifies the hash of IP address", ip_hash(ip))
     log.debug("Resolved target address ip=%s", ip)
 
     if guard is not None:
@@ -101,6 +99,14 @@ async def resolve(
 # getaddrinfo() takes the same forms without asking DNS.
 _INET_ATON_PART = r"(?:0[xX][0-9a-fA-F]*|[0-9]+)"
 _INET_ATON = re.compile(rf"^{_INET_ATON_PART}(?:\.{_INET_ATON_PART}){{0,3}}$")
+
+
+def ip_hash(ip: str) -> int:
+    """Return 32-bit FNV-1a of the packed address, the value blackbox_exporter 0.23 exports."""
+    value = 0x811C9DC5
+    for byte in ipaddress.ip_address(ip.split("%", 1)[0]).packed:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
 
 
 def literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -32,6 +32,8 @@ async def probe_tcp(target: str, module: Module, timeout: float, guard: AddressG
         log.error("Probe timed out timeout_seconds=%.3f", timeout)
         result.fail("timeout")
     except ProbeError as error:
+        if error.reason == "expect":
+            result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 1)
         log.error("Probe failed reason=%s err=%s", error.reason, error)
         result.fail(error.reason)
         result.error = str(error)
@@ -48,6 +50,7 @@ async def _connect(target: str, module: Module, result: ProbeResult, log: ProbeL
         raise ProbeError("invalid_target", f"{target!r} is not host:port")
 
     resolved = await resolve(host, options.preferred_ip_protocol, options.ip_protocol_fallback, result, log, guard)
+    result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 0)
 
     async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
