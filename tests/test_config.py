@@ -36,7 +36,7 @@ BAD_CONFIGS = [
     (["targets", 0, "module"], "icmp", "targets[0].module", "unknown module 'icmp'"),
     (["targets", 0, "url"], "ftp://127.0.0.1/", "targets[0].url", "takes http:// or https://"),
     (["targets", 0, "service"], "my service", "targets[0].service", "not a valid name"),
-    (["modules", "http_2xx", "prober"], "smtp", "modules.http_2xx.prober", "must be 'http' or 'tcp'"),
+    (["modules", "http_2xx", "prober"], "smtp", "modules.http_2xx.prober", "must be 'http', 'tcp', 'dns', 'icmp' or 'grpc'"),
     (["modules", "http_2xx", "timeout"], True, "modules.http_2xx.timeout", "invalid duration"),
     (["modules", "http_2xx", "http"], {"fail_if_body_matches_regexps": ["x"]},
      "modules.http_2xx.http.fail_if_body_matches_regexps", "unknown or unsupported key"),

@@ -263,13 +263,92 @@ class TCPProbeConfig(StrictModel):
     tls_config: TLSConfig = Field(default_factory=TLSConfig)
 
 
+class RRValidation(StrictModel):
+    """Regexps over the records of one DNS response section, as blackbox_exporter's validate_*_rrs."""
+
+    fail_if_matches_regexp: Regexps = Field(default_factory=list)
+    fail_if_all_match_regexp: Regexps = Field(default_factory=list)
+    fail_if_not_matches_regexp: Regexps = Field(default_factory=list)
+    fail_if_none_matches_regexp: Regexps = Field(default_factory=list)
+
+
+class DNSProbeConfig(StrictModel):
+    """Options of the dns prober, named as in blackbox_exporter's `dns:` block."""
+
+    _unsupported = model_validator(mode="before")(_reject_unsupported)
+    preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
+    ip_protocol_fallback: bool = True
+    transport_protocol: Literal["udp", "tcp"] = "udp"
+    query_name: str = ""
+    query_type: str = "ANY"
+    query_class: str = "IN"
+    recursion_desired: bool = True
+    valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"])
+    validate_answer_rrs: RRValidation = Field(default_factory=RRValidation)
+    validate_authority_rrs: RRValidation = Field(default_factory=RRValidation)
+    validate_additional_rrs: RRValidation = Field(default_factory=RRValidation)
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "DNSProbeConfig":
+        import dns.rcode
+        import dns.rdataclass
+        import dns.rdatatype
+
+        for value, kind, parse in ((self.query_type, "query_type", dns.rdatatype.from_text),
+                                   (self.query_class, "query_class", dns.rdataclass.from_text)):
+            try:
+                parse(value)
+            except Exception:
+                raise ValueError(f"{kind} {value!r} is unknown: use a name such as A, AAAA, MX, SOA (type) "
+                                 "or IN, CH (class)") from None
+        for rcode in self.valid_rcodes:
+            try:
+                dns.rcode.from_text(rcode)
+            except Exception:
+                raise ValueError(f"valid_rcodes entry {rcode!r} is unknown: use names such as NOERROR, NXDOMAIN") \
+                    from None
+        return self
+
+
+class ICMPProbeConfig(StrictModel):
+    """Options of the icmp prober, named as in blackbox_exporter's `icmp:` block."""
+
+    _unsupported = model_validator(mode="before")(_reject_unsupported)
+    preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
+    ip_protocol_fallback: bool = True
+    payload_size: int = Field(default=0, ge=0, le=65000)
+    ttl: int | None = Field(default=None, ge=0, le=255)
+    # Setting DF needs raw sockets in blackbox too; slawatch accepts only the default.
+    dont_fragment: Literal[False] = False
+
+
+class GRPCProbeConfig(StrictModel):
+    """Options of the grpc prober, named as in blackbox_exporter's `grpc:` block."""
+
+    _unsupported = model_validator(mode="before")(_reject_unsupported)
+    service: str = ""
+    preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
+    ip_protocol_fallback: bool = True
+    tls: bool = False
+    tls_config: TLSConfig = Field(default_factory=TLSConfig)
+
+
 class Module(StrictModel):
     """A probe module in blackbox_exporter's format."""
 
-    prober: Literal["http", "tcp"]
+    prober: Literal["http", "tcp", "dns", "icmp", "grpc"]
     timeout: Duration = 10.0
     http: HTTPProbeConfig = Field(default_factory=HTTPProbeConfig)
     tcp: TCPProbeConfig = Field(default_factory=TCPProbeConfig)
+    dns: DNSProbeConfig = Field(default_factory=DNSProbeConfig)
+    icmp: ICMPProbeConfig = Field(default_factory=ICMPProbeConfig)
+    grpc: GRPCProbeConfig = Field(default_factory=GRPCProbeConfig)
+
+    @model_validator(mode="after")
+    def _dns_query_name(self) -> "Module":
+        if self.prober == "dns" and not self.dns.query_name:
+            raise ValueError("the dns prober needs dns.query_name, for example query_name: example.com")
+        return self
 
     @field_validator("timeout")
     @classmethod
@@ -509,9 +588,15 @@ def check_target(url: str, prober: str) -> str | None:
             return f"{url!r} has an invalid port: use a number between 1 and 65535"
         return None
 
+    if prober == "icmp" or (prober == "dns" and split_host_port(url)[1] is None):
+        # An icmp target is a bare host; a dns target without a port means port 53, as in blackbox_exporter.
+        if not url or any(c in url for c in "/ @"):
+            return f"{url!r} is not a host: use a name or address such as example.com, 127.0.0.1 or ::1"
+        return None
+
     host, port = split_host_port(url)
     if not host or port is None:
-        return f"{url!r} is not host:port: the tcp prober takes targets like example.com:443 or [::1]:22"
+        return f"{url!r} is not host:port: the {prober} prober takes targets like example.com:443 or [::1]:22"
     return None
 
 

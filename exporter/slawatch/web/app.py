@@ -291,15 +291,20 @@ def _deny(exporter: Exporter, module_name: str, target: str, reason: str, messag
 
 
 def with_hostname(module: Module, hostname: str) -> Module:
-    """Return `module` with the Host header and TLS server name set to `hostname`, as blackbox's parameter."""
+    """Return `module` with the Host header and TLS server name set to `hostname`, as blackbox's parameter.
+
+    The http prober gets both, the tcp prober the TLS server name; other probers ignore it, as in blackbox.
+    """
     if module.prober == "http":
         headers = {name: value for name, value in module.http.headers.items() if name.lower() != "host"}
         headers["Host"] = hostname
         tls = module.http.tls_config.model_copy(update={"server_name": hostname})
         return module.model_copy(update={"http": module.http.model_copy(update={"headers": headers,
                                                                                 "tls_config": tls})})
-    tls = module.tcp.tls_config.model_copy(update={"server_name": hostname})
-    return module.model_copy(update={"tcp": module.tcp.model_copy(update={"tls_config": tls})})
+    if module.prober == "tcp":
+        tls = module.tcp.tls_config.model_copy(update={"server_name": hostname})
+        return module.model_copy(update={"tcp": module.tcp.model_copy(update={"tls_config": tls})})
+    return module
 
 
 def _debug_response(target: str, module_name: str, module: dict, result: ProbeResult,
