@@ -41,8 +41,12 @@ async def probe_grpc(target: str, module: Module, timeout: float, guard: Address
 
 async def _check(target: str, module: Module, result: ProbeResult, log: ProbeLog, guard: AddressGuard | None,
                  timeout: float) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    try:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+    except ImportError:
+        raise ProbeError("grpc_unavailable", "the grpc prober needs the grpcio and grpcio-health-checking packages: "
+                                             "install them with pip install 'slawatch[grpc]'") from None
 
     options = module.grpc
     host, port = split_host_port(target)
