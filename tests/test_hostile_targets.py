@@ -321,3 +321,49 @@ async def test_chain_with_intermediate(serve, tmp_path: Path, expired, success, 
     assert result.cert_expiry == pytest.approx(min(expiries), abs=1)
     # An expired chain costs one extra, unverified handshake and nothing more.
     assert len(hellos) == (2 if expired else 1)
+
+
+async def test_gzip_bomb_stops_at_limit(serve):
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb) + bomb)
+        await writer.drain()
+
+    server = await serve(handler)
+    tracemalloc.start()
+    try:
+        result, _ = await run(f"http://127.0.0.1:{server.port}/", module(5.0, compression="gzip",
+                                                                         body_size_limit="1MB"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert result.reason == "body_too_large"
+    assert peak < 16 * 1024 * 1024
+
+
+async def test_gzip_bomb_without_limit_is_counted_in_pieces(serve):
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb) + bomb)
+        await writer.drain()
+
+    server = await serve(handler)
+    tracemalloc.start()
+    try:
+        result, _ = await run(f"http://127.0.0.1:{server.port}/", module(10.0, compression="gzip"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert result.success is True, result.log_lines
+    assert result.gauges["probe_http_uncompressed_body_length"].samples[()] == 64 * 1024 * 1024
+    assert peak < 16 * 1024 * 1024

@@ -355,6 +355,27 @@ async def _proxy_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWri
             return
 
 
+# Decompressed output is produced in pieces of at most this size, so a
+# compression bomb never holds more than one piece in memory.
+INFLATE_PIECE = 1024 * 1024
+
+
+def _decoded(decoder, data: bytes, compression: str):
+    """Yield the decompressed pieces of `data`, or `data` itself without a decoder. Raises ProbeError."""
+    if decoder is None:
+        yield data
+        return
+    try:
+        piece = decoder.decompress(data, INFLATE_PIECE)
+        while piece:
+            yield piece
+            if not decoder.unconsumed_tail:
+                break
+            piece = decoder.decompress(decoder.unconsumed_tail, INFLATE_PIECE)
+    except zlib.error as error:
+        raise ProbeError("compression", f"cannot decompress the {compression} body: {error}") from None
+
+
 def _decoder(encoding: str):
     if encoding == "gzip":
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -430,23 +451,16 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
             continue
         elif isinstance(event, h11.Data):
             wire_bytes += len(event.data)
-            data = event.data
-            if decoder is not None:
-                try:
-                    # Bounded output per step guards against decompression bombs.
-                    data = decoder.decompress(data, limit + 1 - body_bytes if limit else 0)
-                except zlib.error as error:
-                    raise ProbeError("compression", f"cannot decompress the {options.compression} body: {error}") \
-                        from None
-            body_bytes += len(data)
-            if limit is not None and body_bytes > limit:
-                raise ProbeError("body_too_large", f"the body is larger than body_size_limit {limit} bytes")
-            if keep_body:
-                if len(kept) + len(data) > MAX_BUFFERED_BODY:
-                    raise ProbeError("body_too_large",
-                                     f"the body is larger than {MAX_BUFFERED_BODY} bytes, the most kept for body "
-                                     "regexps: set body_size_limit")
-                kept += data
+            for data in _decoded(decoder, event.data, options.compression):
+                body_bytes += len(data)
+                if limit is not None and body_bytes > limit:
+                    raise ProbeError("body_too_large", f"the body is larger than body_size_limit {limit} bytes")
+                if keep_body:
+                    if len(kept) + len(data) > MAX_BUFFERED_BODY:
+                        raise ProbeError("body_too_large",
+                                         f"the body is larger than {MAX_BUFFERED_BODY} bytes, the most kept for "
+                                         "body regexps: set body_size_limit")
+                    kept += data
         elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
             break
 
