@@ -202,8 +202,8 @@ class HTTPProbeConfig(StrictModel):
     bearer_token: SecretStr | None = None
     bearer_token_file: str | None = None
     proxy_url: str | None = None
-    # slawatch speaks HTTP/1.1 only; true (blackbox's default) is accepted and
-    # means "HTTP/2 allowed", which a server may still answer in HTTP/1.1.
+    # slawatch speaks HTTP/1.1 only. true (blackbox's default) is accepted
+    # because it only allows HTTP/2, and a server may still reply in HTTP/1.1.
     enable_http2: bool = True
     preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
     ip_protocol_fallback: bool = True

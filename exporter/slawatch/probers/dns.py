@@ -35,7 +35,7 @@ def dns_host_port(target: str) -> tuple[str, int]:
 
 
 async def probe_dns(target: str, module: Module, timeout: float, guard: AddressGuard | None = None) -> ProbeResult:
-    """Send one DNS query to the target server and validate the response; never raises for target faults."""
+    """Send one DNS query to the target server and validate the response; catches target faults and returns them as a failed result."""
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
@@ -54,6 +54,11 @@ async def probe_dns(target: str, module: Module, timeout: float, guard: AddressG
     except ProbeError as error:
         log.error("Probe failed reason=%s err=%s", error.reason, error)
         result.fail(error.reason)
+        result.error = str(error)
+    except OSError as error:
+        # A socket error outside the steps that name their own reason.
+        log.error("Probe failed reason=connect err=%s", error)
+        result.fail("connect")
         result.error = str(error)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines

@@ -18,7 +18,7 @@ SERVING_STATUSES = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
 
 
 async def probe_grpc(target: str, module: Module, timeout: float, guard: AddressGuard | None = None) -> ProbeResult:
-    """Call grpc.health.v1.Health/Check on host:port; never raises for target faults."""
+    """Call grpc.health.v1.Health/Check on host:port; catches target faults and returns them as a failed result."""
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
@@ -31,6 +31,11 @@ async def probe_grpc(target: str, module: Module, timeout: float, guard: Address
     except ProbeError as error:
         log.error("Probe failed reason=%s err=%s", error.reason, error)
         result.fail(error.reason)
+        result.error = str(error)
+    except OSError as error:
+        # A socket error outside the steps that name their own reason.
+        log.error("Probe failed reason=connect err=%s", error)
+        result.fail("connect")
         result.error = str(error)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines

@@ -32,9 +32,9 @@ logger = logging.getLogger("slawatch.prober.http")
 MAX_REDIRECTS = 10
 USER_AGENT = "slawatch"
 READ_SIZE = 65536
-# Bodies are only buffered when a body regexp needs them; without a
-# body_size_limit the buffer stops at this size and the probe fails with
-# reason body_too_large instead of matching a truncated body.
+# Bodies are kept only when a body regexp needs them. Without a
+# body_size_limit, a body over this size fails the probe with reason
+# body_too_large rather than matching a truncated body.
 MAX_BUFFERED_BODY = 16 * 1024 * 1024
 
 PHASE_HELP = "Duration of http request by phase, summed over all redirects"
@@ -74,7 +74,7 @@ class _Request:
 
 
 async def probe_http(target: str, module: Module, timeout: float, guard: AddressGuard | None = None) -> ProbeResult:
-    """Probe an HTTP(S) URL and return blackbox-style gauges; never raises for target faults."""
+    """Probe an HTTP(S) URL and return blackbox-style gauges; catches target faults and returns them as a failed result."""
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
@@ -91,6 +91,11 @@ async def probe_http(target: str, module: Module, timeout: float, guard: Address
     except ProbeError as error:
         log.error("Probe failed reason=%s err=%s", error.reason, error)
         result.fail(error.reason)
+        result.error = str(error)
+    except OSError as error:
+        # A socket error outside the steps that name their own reason.
+        log.error("Probe failed reason=connect err=%s", error)
+        result.fail("connect")
         result.error = str(error)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
@@ -351,7 +356,7 @@ async def _proxy_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWri
             connection.receive_data(chunk)
         elif isinstance(event, h11.Response):
             if not 200 <= event.status_code < 300:
-                raise ProbeError("proxy", f"the proxy answered CONNECT with status {event.status_code}")
+                raise ProbeError("proxy", f"the proxy rejected CONNECT with status {event.status_code}")
             return
 
 

@@ -68,7 +68,7 @@ def open_icmp_socket(family: int) -> tuple[socket.socket, bool]:
 
 
 async def probe_icmp(target: str, module: Module, timeout: float, guard: AddressGuard | None = None) -> ProbeResult:
-    """Send one ICMP echo request and wait for the reply; never raises for target faults."""
+    """Send one ICMP echo request and wait for the reply; catches target faults and returns them as a failed result."""
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
@@ -83,6 +83,11 @@ async def probe_icmp(target: str, module: Module, timeout: float, guard: Address
     except ProbeError as error:
         log.error("Probe failed reason=%s err=%s", error.reason, error)
         result.fail(error.reason)
+        result.error = str(error)
+    except OSError as error:
+        # A socket error outside the steps that name their own reason.
+        log.error("Probe failed reason=connect err=%s", error)
+        result.fail("connect")
         result.error = str(error)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines

@@ -233,7 +233,7 @@ def record_tls(result: ProbeResult, ssl_object: ssl.SSLObject, verified: bool) -
         result.set("probe_ssl_earliest_cert_expiry", "Returns last SSL chain expiry in unixtime", min(expiries))
         result.set("probe_ssl_last_chain_expiry_timestamp_seconds",
                    "Returns last SSL chain expiry in timestamp", min(expiries))
-    # blackbox_exporter writes Go's names: "TLS 1.3" where Python says "TLSv1.3".
+    # blackbox_exporter uses Go's names: "TLS 1.3" where Python returns "TLSv1.3".
     version = (ssl_object.version() or "unknown").replace("TLSv", "TLS ")
     result.set("probe_tls_version_info", "Returns the TLS version used or NaN when unknown", 1, version=version)
 

@@ -19,7 +19,7 @@ MAX_LINE_BYTES = 64 * 1024
 
 
 async def probe_tcp(target: str, module: Module, timeout: float, guard: AddressGuard | None = None) -> ProbeResult:
-    """Open a TCP (optionally TLS) connection to host:port and run query_response; never raises for target faults."""
+    """Open a TCP (optionally TLS) connection to host:port and run query_response; catches target faults and returns them as a failed result."""
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
@@ -36,6 +36,11 @@ async def probe_tcp(target: str, module: Module, timeout: float, guard: AddressG
             result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 1)
         log.error("Probe failed reason=%s err=%s", error.reason, error)
         result.fail(error.reason)
+        result.error = str(error)
+    except OSError as error:
+        # A socket error outside the steps that name their own reason.
+        log.error("Probe failed reason=connect err=%s", error)
+        result.fail("connect")
         result.error = str(error)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
