@@ -315,3 +315,20 @@ def test_scheduler_counts_failure_reasons():
 
     metrics.remove_target(labels)
     assert registry.get_sample_value("slawatch_probe_failure_reasons_total", {**base, "reason": "dns"}) is None
+
+
+def test_probe_output_escapes_label_values():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from slawatch.probers import ProbeResult
+    from slawatch.web.probe_output import render_probe_result
+
+    result = ProbeResult(success=True, duration=0.25)
+    result.set("probe_tls_cipher_info", "help with \\ backslash", 1, cipher='odd "name"\\\n')
+
+    families = {f.name: f for f in text_string_to_metric_families(render_probe_result(result, "eu-1", "eu-1"))}
+
+    assert families["probe_tls_cipher_info"].samples[0].labels == {"cipher": 'odd "name"\\\n', "location": "eu-1"}
+    assert families["probe_success"].samples[0].value == 1
+    assert families["probe_duration_seconds"].samples[0].value == 0.25
+    assert families["probe_location_info"].samples[0].labels == {"location": "eu-1"}

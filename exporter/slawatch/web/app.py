@@ -12,8 +12,6 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
 from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from .. import __version__, names
 from ..config import Config, ConfigError, Module, check_target, load_config
@@ -21,6 +19,8 @@ from ..probers import PROBERS, ProbeResult
 from ..scheduler import ProbeMetrics, Scheduler
 from ..tickets import EventError, TicketCollector, TicketStore, parse_event
 from .guard import ProbeGuard
+from .probe_output import CONTENT_TYPE as PROBE_CONTENT_TYPE
+from .probe_output import render_probe_result
 
 logger = logging.getLogger("slawatch.web")
 
@@ -193,42 +193,6 @@ def _redact_module(module: dict) -> dict:
     return module
 
 
-class _ResultCollector(Collector):
-    """One probe's gauges in blackbox_exporter's names, plus slawatch's location and failure-reason info.
-
-    With `location_label` set, every family also gets a `location` label.
-    """
-
-    def __init__(self, result: ProbeResult, location: str, location_label: str | None):
-        self.result = result
-        self.location = location
-        self.location_label = location_label
-
-    def _family(self, name: str, help_text: str, samples: dict) -> GaugeMetricFamily:
-        label_names = sorted({key for labels in samples for key, _ in labels})
-        extra = ["location"] if self.location_label is not None and "location" not in label_names else []
-        family = GaugeMetricFamily(name, help_text, labels=label_names + extra)
-        for labels, value in samples.items():
-            values = dict(labels)
-            family.add_metric([values.get(name, "") for name in label_names] + [self.location_label] * len(extra),
-                              value)
-        return family
-
-    def collect(self):
-        result = self.result
-        for gauge in result.gauges.values():
-            yield self._family(gauge.name, gauge.help, gauge.samples)
-        yield self._family("probe_duration_seconds", "Returns how long the probe took to complete in seconds",
-                           {(): result.duration})
-        yield self._family("probe_success", "Displays whether or not the probe was a success",
-                           {(): 1 if result.success else 0})
-        yield self._family("probe_location_info", "The location label of the exporter that ran the probe",
-                           {(("location", self.location),): 1})
-        if not result.success:
-            yield self._family("probe_failure_info", "Why the probe failed, as a bounded reason",
-                               {(("reason", result.reason or "unknown"),): 1})
-
-
 def probe_timeout(request: web.Request, module_timeout: float) -> float:
     """Return the probe deadline: the scrape timeout less an offset, capped by the module timeout."""
     header = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
@@ -275,12 +239,11 @@ async def handle_probe(request: web.Request) -> web.Response:
         return _deny(exporter, module_name, target, result.denied_reason or "not_allowed", result.error)
     exporter.probe_requests.labels(module_name, "success" if result.success else "failure").inc()
 
-    registry = CollectorRegistry(auto_describe=False)
     location = config.global_.location if config.global_.probe_location_label else None
-    registry.register(_ResultCollector(result, config.global_.location, location))
+    text = render_probe_result(result, config.global_.location, location)
     if request.query.get("debug", "").lower() == "true":
-        return _debug_response(target, module_name, module.model_dump(mode="json"), result, registry)
-    return await make_aiohttp_handler(registry, disable_compression=True)(request)
+        return _debug_response(target, module_name, module.model_dump(mode="json"), result, text)
+    return web.Response(body=text.encode(), headers={"Content-Type": PROBE_CONTENT_TYPE})
 
 
 def _deny(exporter: Exporter, module_name: str, target: str, reason: str, message: str) -> web.Response:
@@ -307,16 +270,13 @@ def with_hostname(module: Module, hostname: str) -> Module:
     return module
 
 
-def _debug_response(target: str, module_name: str, module: dict, result: ProbeResult,
-                    registry: CollectorRegistry) -> web.Response:
-    from prometheus_client import generate_latest
-
+def _debug_response(target: str, module_name: str, module: dict, result: ProbeResult, metrics: str) -> web.Response:
     text = "\n".join([
         f"Logs for the probe of {target} with module {module_name}:",
         *result.log_lines,
         "",
         "Metrics that would have been returned:",
-        generate_latest(registry).decode(),
+        metrics,
         "Module configuration:",
         json.dumps(_redact_module(module), indent=2),
         "",
