@@ -29,6 +29,7 @@ def gauge(result, name: str, **labels) -> float:
 
 
 BODY = b"status: healthy\n" * 64
+SEEN = web.AppKey("seen", list)
 
 
 async def plain(request: web.Request) -> web.Response:
@@ -53,14 +54,14 @@ async def redirect_elsewhere(request: web.Request) -> web.Response:
 
 
 async def record(request: web.Request) -> web.Response:
-    request.app["seen"].append((request.method, await request.read(), request.headers.get("Authorization")))
+    request.app[SEEN].append((request.method, await request.read(), request.headers.get("Authorization")))
     return web.Response(text="ok")
 
 
 @pytest.fixture
 async def target(aiohttp_server):
     app = web.Application()
-    app["seen"] = []
+    app[SEEN] = []
     app.router.add_get("/plain", plain)
     app.router.add_get("/compressed", compressed)
     app.router.add_get("/host", echo_host)
@@ -128,7 +129,7 @@ async def test_body_file_and_method(target, tmp_path: Path):
                               http_module(method="PUT", body_file=str(body_file)), 3.0)
 
     assert result.success, result.log_lines
-    assert target.app["seen"] == [("PUT", b'{"ping": 1}', None)]
+    assert target.app[SEEN] == [("PUT", b'{"ping": 1}', None)]
 
 
 async def test_post_redirect_becomes_get(target):
@@ -137,7 +138,7 @@ async def test_post_redirect_becomes_get(target):
                               http_module(method="POST", body="x"), 3.0)
 
     assert result.success, result.log_lines
-    assert target.app["seen"] == [("GET", b"", None)]
+    assert target.app[SEEN] == [("GET", b"", None)]
 
 
 async def test_credentials_dropped_on_cross_host_redirect(target):
@@ -147,14 +148,14 @@ async def test_credentials_dropped_on_cross_host_redirect(target):
                               http_module(bearer_token="cross-host-token"), 3.0)
 
     assert result.success, result.log_lines
-    assert target.app["seen"] == [("GET", b"", None)]
+    assert target.app[SEEN] == [("GET", b"", None)]
 
 
 async def test_same_host_redirect_keeps_credentials(target):
     destination = str(target.make_url("/record"))
     await probe_http(str(target.make_url("/go").with_query(to=destination)), http_module(bearer_token="t1"), 3.0)
 
-    assert target.app["seen"] == [("GET", b"", "Bearer t1")]
+    assert target.app[SEEN] == [("GET", b"", "Bearer t1")]
 
 
 async def test_hostname_parameter_sets_host(aiohttp_client, target, tmp_path: Path):
@@ -332,3 +333,112 @@ def test_probe_output_escapes_label_values():
     assert families["probe_success"].samples[0].value == 1
     assert families["probe_duration_seconds"].samples[0].value == 0.25
     assert families["probe_location_info"].samples[0].labels == {"location": "eu-1"}
+
+
+# --- TLS: client certificates, min_version, STARTTLS and CONNECT --------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    import trustme
+
+    ca = trustme.CA()
+    directory = tmp_path_factory.mktemp("tls")
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    client = ca.issue_cert("probe-client")
+    client.cert_chain_pems[0].write_to_path(str(directory / "client.pem"))
+    client.private_key_pem.write_to_path(str(directory / "client.key"))
+    return ca, directory
+
+
+def server_context(ca, require_client_cert: bool = False, max_version=None):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(context)
+    if max_version is not None:
+        context.maximum_version = max_version
+    return context
+
+
+async def test_client_certificate(aiohttp_server, tls_files):
+    ca, directory = tls_files
+    server = await aiohttp_server(web.Application(), ssl=server_context(ca, require_client_cert=True))
+    tls = {"ca_file": str(directory / "ca.pem")}
+    with_cert = {**tls, "cert_file": str(directory / "client.pem"), "key_file": str(directory / "client.key")}
+
+    without = await probe_http(f"https://127.0.0.1:{server.port}/", http_module(tls_config=tls,
+                                                                                 valid_status_codes=[404]), 3.0)
+    presented = await probe_http(f"https://127.0.0.1:{server.port}/", http_module(tls_config=with_cert,
+                                                                                   valid_status_codes=[404]), 3.0)
+
+    assert without.success is False
+    assert presented.success is True, presented.log_lines
+
+
+async def test_min_version_rejects_older_server(aiohttp_server, tls_files):
+    import ssl
+
+    ca, directory = tls_files
+    server = await aiohttp_server(web.Application(), ssl=server_context(ca, max_version=ssl.TLSVersion.TLSv1_2))
+    module = http_module(tls_config={"ca_file": str(directory / "ca.pem"), "min_version": "TLS13"})
+
+    result = await probe_http(f"https://127.0.0.1:{server.port}/", module, 3.0)
+
+    assert result.success is False
+    assert result.reason == "tls"
+
+
+async def test_tcp_starttls(tls_files):
+    ca, directory = tls_files
+    context = server_context(ca)
+
+    async def smtp_like(reader, writer):
+        writer.write(b"220 ready\r\n")
+        await writer.drain()
+        if await asyncio.wait_for(reader.readline(), 5) != b"STARTTLS\n":
+            writer.close()
+            return
+        writer.write(b"220 go ahead\r\n")
+        await writer.drain()
+        await writer.start_tls(context)
+        writer.write(b"250 secure\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    server = await asyncio.start_server(smtp_like, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    module = Module.model_validate({"prober": "tcp", "timeout": "3s", "tcp": {
+        "tls_config": {"ca_file": str(directory / "ca.pem")},
+        "query_response": [{"expect": "^220 ready"}, {"send": "STARTTLS"}, {"expect": "^220 go"},
+                           {"starttls": True}, {"expect": "^250 secure"}]}})
+    try:
+        result = await probe_tcp(f"127.0.0.1:{port}", module, 3.0)
+    finally:
+        server.close()
+
+    assert result.success is True, result.log_lines
+    assert gauge(result, "probe_tls_cert_verified") == 1
+    assert "tls" in result.phases
+
+
+async def test_proxy_connect_for_https(aiohttp_server, tls_files):
+    ca, directory = tls_files
+    target = await aiohttp_server(web.Application(), ssl=server_context(ca))
+    seen: list[bytes] = []
+    proxy = await forward_proxy(seen)
+    port = proxy.sockets[0].getsockname()[1]
+    module = http_module(proxy_url=f"http://127.0.0.1:{port}", valid_status_codes=[404],
+                         tls_config={"ca_file": str(directory / "ca.pem")})
+    try:
+        result = await probe_http(f"https://127.0.0.1:{target.port}/", module, 3.0)
+    finally:
+        proxy.close()
+
+    assert result.success is True, result.log_lines
+    assert seen[0].startswith(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1".encode())
+    assert gauge(result, "probe_http_ssl") == 1
