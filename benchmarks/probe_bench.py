@@ -50,7 +50,7 @@ def wait_http(url: str, timeout: float = 30) -> None:
                     return
         except OSError:
             time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout}s")
+    raise SystemExit(f"{url} did not return 200 within {timeout}s")
 
 
 def cpu_seconds(pid: int) -> float:

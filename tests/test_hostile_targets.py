@@ -218,7 +218,7 @@ async def test_endless_header_is_rejected(serve):
 
 async def test_silent_tls_server(serve):
     async def handler(reader, writer):
-        # Accept the connection, read the ClientHello and never answer it.
+        # Accept the connection, read the ClientHello and never reply.
         while await reader.read(4096):
             pass
 

@@ -442,3 +442,20 @@ async def test_proxy_connect_for_https(aiohttp_server, tls_files):
     assert result.success is True, result.log_lines
     assert seen[0].startswith(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1".encode())
     assert gauge(result, "probe_http_ssl") == 1
+
+
+@pytest.mark.parametrize(("fallback", "success", "reason"), [(True, True, ""), (False, False, "dns")])
+async def test_ip_protocol_fallback(target, fallback, success, reason):
+    import socket
+
+    families = {info[0] for info in socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)}
+    if socket.AF_INET6 in families or socket.AF_INET not in families:
+        pytest.skip("this case needs localhost to resolve to IPv4 only (/etc/hosts)")
+    module = http_module(preferred_ip_protocol="ip6", ip_protocol_fallback=fallback)
+
+    result = await probe_http(f"http://localhost:{target.port}/plain", module, 3.0)
+
+    assert result.success is success, result.log_lines
+    assert result.reason == reason
+    if success:
+        assert gauge(result, "probe_ip_protocol") == 4

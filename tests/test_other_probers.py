@@ -19,10 +19,10 @@ from slawatch.probers import icmp as icmp_module
 
 
 class DNSServer:
-    """A tiny authoritative server for test. on 127.0.0.1, over UDP and TCP, that counts queries.
+    """An authoritative server for the zone test. on 127.0.0.1, over UDP and TCP, that counts queries.
 
-    svc.test. A answers 127.0.0.9; late.test. answers after `late_seconds`;
-    any other name gets NXDOMAIN with the zone's SOA in the authority section.
+    svc.test. A returns 127.0.0.9, and late.test. the same after `late_seconds`.
+    Any other name gets NXDOMAIN with the zone's SOA in the authority section.
     """
 
     def __init__(self, late_seconds: float = 3.0):

@@ -1,6 +1,6 @@
 """The /probe allowlist, numeric host forms, redirects and secret redaction.
 
-A server on 127.0.0.2 stands in for a forbidden address: Linux routes all of
+A server on 127.0.0.2 is the forbidden address: Linux routes all of
 127.0.0.0/8 to the loopback interface, and the server counts connections, so
 a test can prove that a denied probe never connected. No test sends a packet
 to a link-local or metadata address; the link-local rule is checked on the
@@ -27,7 +27,7 @@ from conftest import minimal_config, write_config
 
 
 class CountingServer:
-    """An HTTP server on 127.0.0.2 that counts accepted connections and answers 200."""
+    """An HTTP server on 127.0.0.2 that counts accepted connections and returns 200."""
 
     def __init__(self):
         self.connections = 0
@@ -228,7 +228,8 @@ async def test_secrets_redacted_everywhere(make_client, aiohttp_server, tmp_path
         "proxy": {"prober": "http", "timeout": "2s", "http": {"proxy_url": "http://pu:proxy-pw-0451@127.0.0.1:1"}},
     }
     client, _ = await make_client({"allow": ["127.0.0.0/8"]}, modules=modules)
-    secrets = ["pw-0451", "file-password-0451", "tok-0451", "file-token-0451", "cred-0451", "proxy-pw-0451"]
+    secrets = ["pw-0451", "file-password-0451", "tok-0451", "file-token-0451", "cred-0451", "proxy-pw-0451",
+               "url-pw-0451"]
 
     caplog.set_level(logging.DEBUG)
     texts = []
@@ -236,11 +237,19 @@ async def test_secrets_redacted_everywhere(make_client, aiohttp_server, tmp_path
         response = await client.get("/probe", params={"target": str(target.make_url("/")), "module": name,
                                                       "debug": "true"})
         texts.append(await response.text())
+    url_target = f"http://u:url-pw-0451@127.0.0.1:{target.port}/"
+    response = await client.get("/probe", params={"target": url_target, "module": "http_2xx", "debug": "true"})
+    texts.append(await response.text())
     texts.append(await (await client.get("/config")).text())
-    texts.append(caplog.text)
+    # Only slawatch's loggers: `slawatch serve` turns aiohttp's access log off,
+    # while the test server's access log records the query string.
+    texts.append("\n".join(record.getMessage() for record in caplog.records if record.name.startswith("slawatch")))
 
     assert seen_headers[:5] == ["Basic dTpwdy0wNDUx", "Basic dTpmaWxlLXBhc3N3b3JkLTA0NTE=", "Bearer tok-0451",
                                 "Bearer file-token-0451", "Token cred-0451"]
+    # User information in the target URL is sent as basic auth, as Go's client does.
+    assert seen_headers[-1] == "Basic dTp1cmwtcHctMDQ1MQ=="
+    assert "http://<secret>@127.0.0.1" in texts[-3]
     for text in texts:
         for secret in secrets:
             assert secret not in text

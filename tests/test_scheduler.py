@@ -21,7 +21,7 @@ async def test_concurrency_bound_and_overruns_counted():
         active += 1
         peak = max(peak, active)
         try:
-            # Read the request and never answer; the read ends when the prober
+            # Read the request and never reply. The read ends when the prober
             # drops the connection at its timeout.
             await asyncio.wait_for(reader.read(), 5)
         except (asyncio.TimeoutError, ConnectionError):

@@ -108,6 +108,11 @@ async def _run(target: str, options: HTTPProbeConfig, result: ProbeResult, log: 
                guard: AddressGuard | None) -> None:
     url = target if "://" in target else f"http://{target}"
     request = _Request(options.method.upper(), _request_body(options), _credentials(options))
+    parts = urlsplit(url)
+    if parts.username is not None and "authorization" not in request.headers:
+        # As Go's client: user information in the URL becomes basic auth.
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        request.headers["authorization"] = f"Basic {token}"
     origin = urlsplit(url).netloc
     seen = {url}
     redirects = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +11,14 @@ from dataclasses import dataclass, field
 # Called with (host, ip) before every connection; returns why the address is
 # denied, or None to allow it.
 AddressGuard = Callable[[str, str], "str | None"]
+
+
+_URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """Replace the user information (user:password@) of every URL in `text` with <secret>@."""
+    return _URL_USERINFO.sub(r"\1<secret>@", text)
 
 
 @dataclass
@@ -23,7 +32,7 @@ class ProbeLog(logging.LoggerAdapter):
     """A logger that also keeps the probe's own lines for `?debug=true`."""
 
     def __init__(self, logger: logging.Logger, target: str):
-        super().__init__(logger, {"target": target})
+        super().__init__(logger, {"target": redact_url(target)})
         self.lines: list[str] = []
         self.started = time.monotonic()
 
@@ -32,8 +41,9 @@ class ProbeLog(logging.LoggerAdapter):
 
     def log(self, level, msg, *args, **kwargs):
         elapsed = time.monotonic() - self.started
-        self.lines.append(f"{elapsed:8.4f}s {logging.getLevelName(level):<5} {msg % args if args else msg}")
-        super().log(level, msg, *args, **kwargs)
+        text = redact_url(msg % args if args else msg)
+        self.lines.append(f"{elapsed:8.4f}s {logging.getLevelName(level):<5} {text}")
+        super().log(level, "%s", text, **kwargs)
 
 
 @dataclass

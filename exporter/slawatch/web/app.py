@@ -16,6 +16,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from .. import __version__, names
 from ..config import Config, ConfigError, Module, check_target, load_config
 from ..probers import PROBERS, ProbeResult
+from ..probers.result import redact_url
 from ..scheduler import ProbeMetrics, Scheduler
 from ..tickets import EventError, TicketCollector, TicketStore, parse_event
 from .guard import ProbeGuard
@@ -249,8 +250,8 @@ async def handle_probe(request: web.Request) -> web.Response:
 def _deny(exporter: Exporter, module_name: str, target: str, reason: str, message: str) -> web.Response:
     exporter.probe_requests.labels(module_name, "denied").inc()
     exporter.probe_denied.labels(reason).inc()
-    logger.warning("Denied probe target=%s reason=%s err=%s", target, reason, message)
-    return web.Response(status=403, text=f"Target denied ({reason}): {message}\n")
+    logger.warning("Denied probe target=%s reason=%s err=%s", redact_url(target), reason, redact_url(message))
+    return web.Response(status=403, text=f"Target denied ({reason}): {redact_url(message)}\n")
 
 
 def with_hostname(module: Module, hostname: str) -> Module:
@@ -272,7 +273,7 @@ def with_hostname(module: Module, hostname: str) -> Module:
 
 def _debug_response(target: str, module_name: str, module: dict, result: ProbeResult, metrics: str) -> web.Response:
     text = "\n".join([
-        f"Logs for the probe of {target} with module {module_name}:",
+        f"Logs for the probe of {redact_url(target)} with module {module_name}:",
         *result.log_lines,
         "",
         "Metrics that would have been returned:",
