@@ -63,3 +63,25 @@ async def test_concurrency_bound_and_overruns_counted():
                                         {"service": "s0", "module": "slow", "location": "default",
                                          "reason": "timeout"})
     assert reasons is None or reasons >= 1
+
+
+def test_first_runs_spread_over_interval():
+    import random
+
+    from slawatch.scheduler import first_run_delay
+
+    random.seed(1)
+    delays = [first_run_delay(f"http://127.0.0.1:8080/t{i}", 15.0) for i in range(1000)]
+    # Count targets per 1.5 s tenth of the interval.
+    per_tenth = [0] * 10
+    for delay in delays:
+        per_tenth[int(delay // 1.5)] += 1
+
+    assert all(0 <= delay < 15.0 for delay in delays)
+    # 100 per tenth if even; the jitter moves some delays into the tenth below.
+    assert min(per_tenth) >= 30
+    assert max(per_tenth) <= 170
+
+    # The same URL always lands in the same place, give or take the 10 % jitter.
+    repeats = [first_run_delay("http://127.0.0.1:8080/t7", 15.0) for _ in range(20)]
+    assert max(repeats) - min(repeats) <= 0.1 * max(repeats)
