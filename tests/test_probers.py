@@ -129,7 +129,8 @@ async def test_http_prober_connection_refused():
 
     assert result.success is False
     assert result.reason == "connect"
-    assert "probe_http_status_code" not in result.gauges
+    # As blackbox_exporter 0.23, the response gauges exist with 0 after a failed connect.
+    assert gauge(result, "probe_http_status_code") == 0
 
 
 async def test_http_prober_guard_denies_before_connecting(target):
@@ -185,7 +186,9 @@ async def test_https_prober_rejects_untrusted_cert(aiohttp_server, certificate_a
     result = await probe_http(f"https://127.0.0.1:{server.port}/ok", http_module(), 3.0)
 
     assert result.success is False
-    assert result.reason == "tls"
+    assert result.reason == "cert_untrusted"
+    assert gauge(result, "probe_tls_cert_verified") == 0
+    assert "probe_ssl_earliest_cert_expiry" not in result.gauges
 
 
 async def test_https_prober_insecure_skip_verify(aiohttp_server, certificate_authority):
@@ -209,7 +212,12 @@ async def test_https_prober_expired_cert_fails(aiohttp_server, certificate_autho
                               3.0)
 
     assert result.success is False
-    assert result.reason == "tls"
+    assert result.reason == "cert_expired"
+    # The chain is still measured through an unverified second handshake.
+    leaf_expiry = gauge(result, "probe_tls_cert_expiry_timestamp_seconds", chain_position="0")
+    assert abs(leaf_expiry - past.timestamp()) < 2
+    assert result.cert_expiry == leaf_expiry
+    assert gauge(result, "probe_tls_cert_verified") == 0
 
 
 async def test_tcp_prober_connects(target):

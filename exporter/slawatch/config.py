@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 
 from .durations import format_duration, format_le, parse_duration
 
@@ -63,20 +64,151 @@ class TLSConfig(StrictModel):
     min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] | None = None
 
 
+# blackbox_exporter 0.23 options that slawatch does not implement. A module
+# that sets one is rejected with this message instead of "unknown key", so a
+# copied blackbox modules file fails loudly rather than probing differently.
+UNSUPPORTED_BLACKBOX_OPTIONS = {
+    "oauth2": "OAuth 2.0 client credentials are not supported: use bearer_token_file with a token refreshed outside",
+    "skip_resolve_phase_with_proxy": "skip_resolve_phase_with_proxy is not supported: remove it",
+    "source_ip_address": "source_ip_address is not supported: remove it",
+    "dns_over_tls": "dns_over_tls is not supported: remove it",
+    "follow_redirects_hosts": "follow_redirects_hosts is not supported: remove it",
+}
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+# blackbox_exporter reads sizes with Go's units.Base2Bytes, where 1KB is 1024 bytes.
+_SIZE_FACTORS = {"": 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2, "gb": 1024**3,
+                 "gib": 1024**3, "tb": 1024**4, "tib": 1024**4}
+
+
+def parse_size(value: Any) -> int:
+    """Parse a byte size such as 1048576, "512KB" or "10MB" (powers of 1024, as blackbox_exporter)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size: use bytes or a unit, for example 10MB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size {value} is negative: use 0 for no limit or a positive size")
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size: use bytes or a unit, for example 10MB")
+    return int(match.group(1)) * _SIZE_FACTORS[(match.group(2) or "").lower()]
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+# Go's RE2 syntax, which blackbox_exporter uses, accepts a repeated anchor such
+# as "^+OK" (Debian's example pop3s_banner module); Python's re rejects it.
+# A repeated anchor matches the same as the bare anchor.
+_REPEATED_ANCHOR = re.compile(r"(?<!\\)([\^$])[+*?]")
+
+
+def _python_regexp(pattern: str) -> str:
+    """Return `pattern` in Python's re syntax, rewriting the RE2 forms that re rejects."""
+    try:
+        re.compile(pattern)
+        return pattern
+    except re.error as error:
+        rewritten = _REPEATED_ANCHOR.sub(r"\1", pattern)
+        try:
+            re.compile(rewritten)
+        except re.error:
+            raise ValueError(f"{pattern!r} is not a valid regular expression: {error}") from None
+        return rewritten
+
+
+def _check_regexps(patterns: list[str]) -> list[str]:
+    return [_python_regexp(pattern) for pattern in patterns]
+
+
+Regexps = Annotated[list[str], BeforeValidator(lambda v: _check_regexps(list(v)) if isinstance(v, list) else v)]
+
+
+def _reject_unsupported(data: Any) -> Any:
+    if isinstance(data, dict):
+        for key in data:
+            if key in UNSUPPORTED_BLACKBOX_OPTIONS:
+                raise ValueError(f"unsupported blackbox_exporter option {key!r}: {UNSUPPORTED_BLACKBOX_OPTIONS[key]}")
+    return data
+
+
+class HeaderMatch(StrictModel):
+    """One fail_if_header_(not_)matches rule, as blackbox_exporter's http_header_match_spec."""
+
+    header: str
+    regexp: str
+    allow_missing: bool = False
+
+    @field_validator("regexp")
+    @classmethod
+    def _valid_regexp(cls, value: str) -> str:
+        return _check_regexps([value])[0]
+
+
+class BasicAuth(StrictModel):
+    username: str = ""
+    password: SecretStr | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "BasicAuth":
+        if self.password is not None and self.password_file:
+            raise ValueError("set either password or password_file, not both")
+        return self
+
+
+class Authorization(StrictModel):
+    """An Authorization header from Prometheus's common HTTP client config."""
+
+    type: str = "Bearer"
+    credentials: SecretStr | None = None
+    credentials_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "Authorization":
+        if self.credentials is not None and self.credentials_file:
+            raise ValueError("set either credentials or credentials_file, not both")
+        return self
+
+
 class HTTPProbeConfig(StrictModel):
-    """Options of the http prober, a subset of blackbox_exporter's `http:` block."""
+    """Options of the http prober, named and nested as in blackbox_exporter 0.23's `http:` block.
+
+    `body_file` and `expected_body_size` are slawatch additions.
+    """
 
     valid_status_codes: list[int] = Field(default_factory=list)
     valid_http_versions: list[str] = Field(default_factory=list)
     method: str = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = None
+    body_file: str | None = None
+    body_size_limit: Size = 0
+    # Fail unless the uncompressed body has exactly this many bytes, so that
+    # probe_http_transfer_bytes_per_second measures a known object.
+    expected_body_size: Size | None = None
+    compression: Literal["", "gzip", "deflate", "br", "identity"] = ""
     follow_redirects: bool = True
     fail_if_ssl: bool = False
     fail_if_not_ssl: bool = False
+    fail_if_body_matches_regexp: Regexps = Field(default_factory=list)
+    fail_if_body_not_matches_regexp: Regexps = Field(default_factory=list)
+    fail_if_header_matches: list[HeaderMatch] = Field(default_factory=list)
+    fail_if_header_not_matches: list[HeaderMatch] = Field(default_factory=list)
     tls_config: TLSConfig = Field(default_factory=TLSConfig)
+    basic_auth: BasicAuth | None = None
+    authorization: Authorization | None = None
+    bearer_token: SecretStr | None = None
+    bearer_token_file: str | None = None
+    proxy_url: str | None = None
+    # slawatch speaks HTTP/1.1 only. true (blackbox's default) is accepted
+    # because it only allows HTTP/2, and a server may still reply in HTTP/1.1.
+    enable_http2: bool = True
     preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
     ip_protocol_fallback: bool = True
+
+    _unsupported = model_validator(mode="before")(_reject_unsupported)
 
     @field_validator("valid_status_codes")
     @classmethod
@@ -86,10 +218,115 @@ class HTTPProbeConfig(StrictModel):
                 raise ValueError(f"status code {code} is out of range: use codes between 100 and 599")
         return codes
 
+    @field_validator("proxy_url")
+    @classmethod
+    def _http_proxy(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme != "http" or not parts.hostname:
+                raise ValueError(f"{value!r} is not an http:// proxy URL, for example http://proxy.internal:3128")
+        return value
+
+    @model_validator(mode="after")
+    def _exclusive_options(self) -> "HTTPProbeConfig":
+        if self.body is not None and self.body_file:
+            raise ValueError("set either body or body_file, not both")
+        credentials = [name for name in ("basic_auth", "authorization", "bearer_token", "bearer_token_file")
+                       if getattr(self, name)]
+        if len(credentials) > 1:
+            raise ValueError(f"set only one of {', '.join(credentials)}: each sets the Authorization header")
+        return self
+
+
+class QueryResponse(StrictModel):
+    """One step of a tcp query_response dialogue: expect a regexp, send a line, or start TLS."""
+
+    expect: str | None = None
+    send: str | None = None
+    starttls: bool = False
+
+    @field_validator("expect")
+    @classmethod
+    def _valid_expect(cls, value: str | None) -> str | None:
+        return _check_regexps([value])[0] if value is not None else None
+
 
 class TCPProbeConfig(StrictModel):
-    """Options of the tcp prober, a subset of blackbox_exporter's `tcp:` block."""
+    """Options of the tcp prober, named as in blackbox_exporter's `tcp:` block."""
 
+    _unsupported = model_validator(mode="before")(_reject_unsupported)
+    query_response: list[QueryResponse] = Field(default_factory=list)
+
+    preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
+    ip_protocol_fallback: bool = True
+    tls: bool = False
+    tls_config: TLSConfig = Field(default_factory=TLSConfig)
+
+
+class RRValidation(StrictModel):
+    """Regexps over the records of one DNS response section, as blackbox_exporter's validate_*_rrs."""
+
+    fail_if_matches_regexp: Regexps = Field(default_factory=list)
+    fail_if_all_match_regexp: Regexps = Field(default_factory=list)
+    fail_if_not_matches_regexp: Regexps = Field(default_factory=list)
+    fail_if_none_matches_regexp: Regexps = Field(default_factory=list)
+
+
+class DNSProbeConfig(StrictModel):
+    """Options of the dns prober, named as in blackbox_exporter's `dns:` block."""
+
+    _unsupported = model_validator(mode="before")(_reject_unsupported)
+    preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
+    ip_protocol_fallback: bool = True
+    transport_protocol: Literal["udp", "tcp"] = "udp"
+    query_name: str = ""
+    query_type: str = "ANY"
+    query_class: str = "IN"
+    recursion_desired: bool = True
+    valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"])
+    validate_answer_rrs: RRValidation = Field(default_factory=RRValidation)
+    validate_authority_rrs: RRValidation = Field(default_factory=RRValidation)
+    validate_additional_rrs: RRValidation = Field(default_factory=RRValidation)
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "DNSProbeConfig":
+        import dns.rcode
+        import dns.rdataclass
+        import dns.rdatatype
+
+        for value, kind, parse in ((self.query_type, "query_type", dns.rdatatype.from_text),
+                                   (self.query_class, "query_class", dns.rdataclass.from_text)):
+            try:
+                parse(value)
+            except Exception:
+                raise ValueError(f"{kind} {value!r} is unknown: use a name such as A, AAAA, MX, SOA (type) "
+                                 "or IN, CH (class)") from None
+        for rcode in self.valid_rcodes:
+            try:
+                dns.rcode.from_text(rcode)
+            except Exception:
+                raise ValueError(f"valid_rcodes entry {rcode!r} is unknown: use names such as NOERROR, NXDOMAIN") \
+                    from None
+        return self
+
+
+class ICMPProbeConfig(StrictModel):
+    """Options of the icmp prober, named as in blackbox_exporter's `icmp:` block."""
+
+    _unsupported = model_validator(mode="before")(_reject_unsupported)
+    preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
+    ip_protocol_fallback: bool = True
+    payload_size: int = Field(default=0, ge=0, le=65000)
+    ttl: int | None = Field(default=None, ge=0, le=255)
+    # Setting DF needs raw sockets in blackbox too; slawatch accepts only the default.
+    dont_fragment: Literal[False] = False
+
+
+class GRPCProbeConfig(StrictModel):
+    """Options of the grpc prober, named as in blackbox_exporter's `grpc:` block."""
+
+    _unsupported = model_validator(mode="before")(_reject_unsupported)
+    service: str = ""
     preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
     ip_protocol_fallback: bool = True
     tls: bool = False
@@ -99,10 +336,19 @@ class TCPProbeConfig(StrictModel):
 class Module(StrictModel):
     """A probe module in blackbox_exporter's format."""
 
-    prober: Literal["http", "tcp"]
+    prober: Literal["http", "tcp", "dns", "icmp", "grpc"]
     timeout: Duration = 10.0
     http: HTTPProbeConfig = Field(default_factory=HTTPProbeConfig)
     tcp: TCPProbeConfig = Field(default_factory=TCPProbeConfig)
+    dns: DNSProbeConfig = Field(default_factory=DNSProbeConfig)
+    icmp: ICMPProbeConfig = Field(default_factory=ICMPProbeConfig)
+    grpc: GRPCProbeConfig = Field(default_factory=GRPCProbeConfig)
+
+    @model_validator(mode="after")
+    def _dns_query_name(self) -> "Module":
+        if self.prober == "dns" and not self.dns.query_name:
+            raise ValueError("the dns prober needs dns.query_name, for example query_name: example.com")
+        return self
 
     @field_validator("timeout")
     @classmethod
@@ -150,6 +396,9 @@ class ProbeSecurity(StrictModel):
 
     allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128", "localhost"])
     allow_configured_targets: bool = True
+    # When true, /probe accepts only a target string that equals a configured
+    # target's url, checked before any name resolution.
+    only_configured_targets: bool = False
 
     @field_validator("allow")
     @classmethod
@@ -235,6 +484,10 @@ class GlobalConfig(StrictModel):
     locale: Literal["en", "zh-CN"] = "en"
     probe_duration_buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_PROBE_BUCKETS))
     max_concurrent_probes: int = Field(default=64, ge=1)
+    # Adds a `location` label to every /probe metric. Off by default because
+    # blackbox_exporter dashboards and the compatibility test expect its labels;
+    # /probe always returns probe_location_info{location}.
+    probe_location_label: bool = False
 
     @field_validator("probe_duration_buckets")
     @classmethod
@@ -425,9 +678,15 @@ def check_target(url: str, prober: str) -> str | None:
             return f"{url!r} has an invalid port: use a number between 1 and 65535"
         return None
 
+    if prober == "icmp" or (prober == "dns" and split_host_port(url)[1] is None):
+        # An icmp target is a bare host; a dns target without a port means port 53, as in blackbox_exporter.
+        if not url or any(c in url for c in "/ @"):
+            return f"{url!r} is not a host: use a name or address such as example.com, 127.0.0.1 or ::1"
+        return None
+
     host, port = split_host_port(url)
     if not host or port is None:
-        return f"{url!r} is not host:port: the tcp prober takes targets like example.com:443 or [::1]:22"
+        return f"{url!r} is not host:port: the {prober} prober takes targets like example.com:443 or [::1]:22"
     return None
 
 
@@ -487,7 +746,8 @@ def _format_validation_error(error: ValidationError) -> list[str]:
         elif fix:
             problems.append(f"{path}: {fix}, got {item.get('input')!r}")
         else:
-            shown = f", got {item['input']!r}" if "input" in item and not message.startswith(("sli ", "short window")) else ""
+            shown = f", got {item['input']!r}" if "input" in item and not message.startswith(
+                ("sli ", "short window", "unsupported blackbox_exporter option", "set ")) else ""
             problems.append(f"{path}: {message}{shown}")
     return problems
 

@@ -13,6 +13,9 @@ PROBE_LAST_RUN = "slawatch_probe_last_run_timestamp_seconds"
 PROBE_HTTP_PHASE = "slawatch_probe_http_phase_seconds"
 PROBE_SSL_EXPIRY = "slawatch_probe_ssl_earliest_cert_expiry"
 PROBE_SKIPPED_TOTAL = "slawatch_probe_skipped_total"
+# Also labelled reason; summing over reason gives PROBE_FAILURES_TOTAL.
+PROBE_FAILURE_REASONS_TOTAL = "slawatch_probe_failure_reasons_total"
+PROBE_TRANSFER_SPEED = "slawatch_probe_transfer_bytes_per_second"
 
 # Support tickets, labelled channel, priority.
 TICKETS_CREATED_TOTAL = "slawatch_tickets_created_total"

@@ -23,6 +23,8 @@ logger = logging.getLogger("slawatch.scheduler")
 
 LABELS = ("service", "module", "location")
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+# Bytes per second, from 10 kB/s to 1 GB/s.
+TRANSFER_SPEED_BUCKETS = [1e4, 1e5, 1e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 1e9]
 
 # Called with each scheduled probe's target and result, after the metrics are updated.
 ProbeObserver = Callable[[Target, ProbeResult], None]
@@ -33,6 +35,8 @@ class ProbeMetrics:
 
     def __init__(self, registry: CollectorRegistry, buckets: list[float]):
         self.buckets = list(buckets)
+        # Reasons seen per target, so remove_target can drop their series.
+        self._reasons: dict[tuple[str, str, str], set[str]] = {}
         self.probes = Counter(names.PROBES_TOTAL.removesuffix("_total"), "Scheduled probes run.",
                               LABELS, registry=registry)
         self.failures = Counter(names.PROBE_FAILURES_TOTAL.removesuffix("_total"), "Scheduled probes that failed.",
@@ -40,6 +44,12 @@ class ProbeMetrics:
         self.skipped = Counter(names.PROBE_SKIPPED_TOTAL.removesuffix("_total"),
                                "Scheduled probes not started because the previous one was still running.",
                                LABELS, registry=registry)
+        self.failure_reasons = Counter(names.PROBE_FAILURE_REASONS_TOTAL.removesuffix("_total"),
+                                       "Scheduled probes that failed, by bounded failure reason.",
+                                       LABELS + ("reason",), registry=registry)
+        self.transfer_speed = Histogram(names.PROBE_TRANSFER_SPEED,
+                                        "Response body bytes per second over the transfer phase of scheduled probes.",
+                                        LABELS, buckets=TRANSFER_SPEED_BUCKETS, registry=registry)
         self.duration = Histogram(names.PROBE_DURATION, "Duration of scheduled probes in seconds.",
                                   LABELS, buckets=self.buckets, registry=registry)
         self.success = Gauge(names.PROBE_SUCCESS, "Whether the last scheduled probe succeeded (1) or failed (0).",
@@ -61,7 +71,7 @@ class ProbeMetrics:
 
     def remove_target(self, labels: tuple[str, str, str]) -> None:
         for metric in (self.probes, self.failures, self.skipped, self.duration, self.success, self.last_run,
-                       self.cert_expiry):
+                       self.cert_expiry, self.transfer_speed):
             try:
                 metric.remove(*labels)
             except KeyError:
@@ -71,11 +81,18 @@ class ProbeMetrics:
                 self.phase.remove(*labels, phase)
             except KeyError:
                 pass
+        for reason in self._reasons.pop(labels, ()):
+            self.failure_reasons.remove(*labels, reason)
 
     def observe(self, labels: tuple[str, str, str], result: ProbeResult) -> None:
         self.probes.labels(*labels).inc()
         if not result.success:
             self.failures.labels(*labels).inc()
+            reason = result.reason or "unknown"
+            self.failure_reasons.labels(*labels, reason).inc()
+            self._reasons.setdefault(labels, set()).add(reason)
+        if result.transfer_rate is not None:
+            self.transfer_speed.labels(*labels).observe(result.transfer_rate)
         self.duration.labels(*labels).observe(result.duration)
         self.success.labels(*labels).set(1 if result.success else 0)
         self.last_run.labels(*labels).set(time.time())
@@ -89,6 +106,16 @@ class ProbeMetrics:
                     pass
         if result.cert_expiry is not None:
             self.cert_expiry.labels(*labels).set(result.cert_expiry)
+
+
+def first_run_delay(url: str, interval: float) -> float:
+    """Return seconds to wait before a target's first probe, in [0, interval).
+
+    The delay spreads targets over the interval. It is stable per URL, so a
+    restart keeps the spacing, with up to 10 % random jitter on top.
+    """
+    offset = (zlib.crc32(url.encode()) % 1000) / 1000 * interval
+    return offset * random.uniform(0.9, 1.0)
 
 
 @dataclass(frozen=True)
@@ -154,9 +181,7 @@ class Scheduler:
 
     async def _loop(self, job: _Job) -> None:
         interval = job.target.interval
-        # Spread first runs over the interval, stable per target so restarts keep the spacing.
-        offset = (zlib.crc32(job.target.url.encode()) % 1000) / 1000 * interval
-        await asyncio.sleep(min(offset, interval) * random.uniform(0.9, 1.0))
+        await asyncio.sleep(first_run_delay(job.target.url, interval))
         running: asyncio.Task | None = None
         next_start = time.monotonic()
         while True:

@@ -9,36 +9,68 @@ the five phases blackbox_exporter measures: resolve, connect, tls, processing
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import logging
+import re
 import ssl
 import time
-from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import h11
 
 from ..config import HTTPProbeConfig, Module
-from .net import ProbeError, build_ssl_context, format_address, record_tls, resolve
+from .net import ProbeError, format_address, resolve, tls_handshake
 from .result import AddressGuard, ProbeLog, ProbeResult
 
 logger = logging.getLogger("slawatch.prober.http")
 
+# Go's net/http client, which blackbox_exporter uses, stops after 10 redirects.
 MAX_REDIRECTS = 10
 USER_AGENT = "slawatch"
 READ_SIZE = 65536
+# Bodies are kept only when a body regexp needs them. Without a
+# body_size_limit, a body over this size fails the probe with reason
+# body_too_large rather than matching a truncated body.
+MAX_BUFFERED_BODY = 16 * 1024 * 1024
 
 PHASE_HELP = "Duration of http request by phase, summed over all redirects"
+BLACKBOX_DEFAULT_GAUGES = [
+    ("probe_http_content_length", "Length of http content response"),
+    ("probe_http_uncompressed_body_length", "Length of uncompressed response body"),
+    ("probe_http_redirects", "The number of redirects"),
+    ("probe_http_ssl", "Indicates if SSL was used for the final redirect"),
+    ("probe_http_status_code", "Response HTTP status code"),
+    ("probe_http_version", "Returns the version of HTTP of the probe response"),
+    ("probe_failed_due_to_regex", "Indicates if probe failed due to regex"),
+]
 
 
 @dataclass
 class _Response:
     status: int
     http_version: str
-    headers: dict[str, str]
+    headers: list[tuple[str, str]]
     body_bytes: int
     location: str | None
     tls: bool
+    # Uncompressed body, kept only when a body regexp needs it.
+    body: bytes = b""
+    wire_bytes: int = 0
+    transfer_seconds: float = 0.0
+
+    def header(self, name: str) -> str | None:
+        return next((value for key, value in self.headers if key == name), None)
+
+
+@dataclass
+class _Request:
+    method: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 async def probe_http(target: str, module: Module, timeout: float, guard: AddressGuard | None = None) -> ProbeResult:
@@ -46,6 +78,10 @@ async def probe_http(target: str, module: Module, timeout: float, guard: Address
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
+    # blackbox_exporter registers these before it resolves the target, so a
+    # failed probe still exports them, with 0 unless the response set them.
+    for name, help_text in BLACKBOX_DEFAULT_GAUGES:
+        result.set(name, help_text, 0)
     try:
         async with asyncio.timeout(timeout):
             await _run(target, module.http, result, log, guard)
@@ -55,6 +91,11 @@ async def probe_http(target: str, module: Module, timeout: float, guard: Address
     except ProbeError as error:
         log.error("Probe failed reason=%s err=%s", error.reason, error)
         result.fail(error.reason)
+        result.error = str(error)
+    except OSError as error:
+        # A socket error outside the steps that name their own reason.
+        log.error("Probe failed reason=connect err=%s", error)
+        result.fail("connect")
         result.error = str(error)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
@@ -66,25 +107,42 @@ async def probe_http(target: str, module: Module, timeout: float, guard: Address
 async def _run(target: str, options: HTTPProbeConfig, result: ProbeResult, log: ProbeLog,
                guard: AddressGuard | None) -> None:
     url = target if "://" in target else f"http://{target}"
+    request = _Request(options.method.upper(), _request_body(options), _credentials(options))
+    parts = urlsplit(url)
+    if parts.username is not None and "authorization" not in request.headers:
+        # As Go's client: user information in the URL becomes basic auth.
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        request.headers["authorization"] = f"Basic {token}"
+    origin = urlsplit(url).netloc
     seen = {url}
     redirects = 0
+    total_wire = 0
+    total_transfer = 0.0
 
     while True:
-        response = await _request_once(url, options, result, log, guard)
-        if not (options.follow_redirects and 300 <= response.status < 400 and response.location):
+        response = await _request_once(url, request, options, result, log, guard)
+        total_wire += response.wire_bytes
+        total_transfer += response.transfer_seconds
+        if not (options.follow_redirects and response.status in (301, 302, 303, 307, 308) and response.location):
             break
         url = urljoin(url, response.location)
         if url in seen:
             raise ProbeError("redirect_loop", f"redirect loop at {url}")
         if redirects >= MAX_REDIRECTS:
-            raise ProbeError("redirect_loop", f"stopped after {MAX_REDIRECTS} redirects")
+            raise ProbeError("too_many_redirects", f"stopped after {MAX_REDIRECTS} redirects")
         seen.add(url)
         redirects += 1
+        # As Go's client and browsers do: 303, and 301/302 after a POST, become a GET without a body.
+        if response.status == 303 or (response.status in (301, 302) and request.method == "POST"):
+            request.method, request.body = "GET", b""
+        if urlsplit(url).netloc != origin:
+            # Credentials go only to the host they were configured for.
+            request.headers.pop("authorization", None)
         log.debug("Following redirect location=%s", url)
 
     result.status_code = response.status
     result.set("probe_http_status_code", "Response HTTP status code", response.status)
-    content_length = response.headers.get("content-length")
+    content_length = response.header("content-length")
     result.set("probe_http_content_length", "Length of http content response",
                int(content_length) if content_length and content_length.isdigit() else -1)
     result.set("probe_http_uncompressed_body_length", "Length of uncompressed response body", response.body_bytes)
@@ -92,7 +150,12 @@ async def _run(target: str, options: HTTPProbeConfig, result: ProbeResult, log: 
     result.set("probe_http_ssl", "Indicates if SSL was used for the final redirect", 1 if response.tls else 0)
     result.set("probe_http_version", "Returns the version of HTTP of the probe response", float(response.http_version))
     result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 0)
-    last_modified = response.headers.get("last-modified")
+    if total_transfer > 0:
+        result.transfer_rate = total_wire / total_transfer
+        result.set("probe_http_transfer_bytes_per_second",
+                   "Response body bytes received per second of the transfer phase, over all redirects",
+                   result.transfer_rate)
+    last_modified = response.header("last-modified")
     if last_modified:
         try:
             stamp = email.utils.parsedate_to_datetime(last_modified).timestamp()
@@ -104,7 +167,103 @@ async def _run(target: str, options: HTTPProbeConfig, result: ProbeResult, log: 
     _check_response(options, response, result, log)
 
 
+def _request_body(options: HTTPProbeConfig) -> bytes:
+    if options.body_file:
+        try:
+            return Path(options.body_file).read_bytes()
+        except OSError as error:
+            raise ProbeError("config", f"cannot read body_file {options.body_file}: {error.strerror}") from None
+    return (options.body or "").encode()
+
+
+def _read_secret(path: str, key: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ProbeError("config", f"cannot read {key} {path}: {error.strerror}") from None
+
+
+def _credentials(options: HTTPProbeConfig) -> dict[str, str]:
+    """Return the Authorization header from the module; secret values never reach the probe log."""
+    if options.basic_auth is not None:
+        auth = options.basic_auth
+        if auth.password_file:
+            password = _read_secret(auth.password_file, "basic_auth.password_file")
+        else:
+            password = auth.password.get_secret_value() if auth.password else ""
+        token = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
+        return {"authorization": f"Basic {token}"}
+    if options.authorization is not None:
+        auth = options.authorization
+        if auth.credentials_file:
+            credentials = _read_secret(auth.credentials_file, "authorization.credentials_file")
+        else:
+            credentials = auth.credentials.get_secret_value() if auth.credentials else ""
+        return {"authorization": f"{auth.type} {credentials}"}
+    if options.bearer_token is not None:
+        return {"authorization": f"Bearer {options.bearer_token.get_secret_value()}"}
+    if options.bearer_token_file:
+        return {"authorization": f"Bearer {_read_secret(options.bearer_token_file, 'bearer_token_file')}"}
+    return {}
+
+
 def _check_response(options: HTTPProbeConfig, response: _Response, result: ProbeResult, log: ProbeLog) -> None:
+    if not _status_and_transport_ok(options, response, result, log):
+        return
+    if not _body_ok(options, response, result, log) or not _headers_ok(options, response, result, log):
+        return
+    result.success = True
+    log.info("Probe succeeded status_code=%d", response.status)
+
+
+def _body_ok(options: HTTPProbeConfig, response: _Response, result: ProbeResult, log: ProbeLog) -> bool:
+    if options.expected_body_size is not None and response.body_bytes != options.expected_body_size:
+        log.error("Body size differs from expected_body_size body_bytes=%d expected=%d", response.body_bytes,
+                  options.expected_body_size)
+        result.fail("body_size")
+        return False
+    text = response.body.decode("utf-8", errors="replace")
+    for pattern in options.fail_if_body_matches_regexp:
+        if re.search(pattern, text):
+            log.error("Body matched regular expression regexp=%s", pattern)
+            result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 1)
+            result.fail("body_match")
+            return False
+    for pattern in options.fail_if_body_not_matches_regexp:
+        if not re.search(pattern, text):
+            log.error("Body did not match regular expression regexp=%s", pattern)
+            result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 1)
+            result.fail("body_match")
+            return False
+    return True
+
+
+def _headers_ok(options: HTTPProbeConfig, response: _Response, result: ProbeResult, log: ProbeLog) -> bool:
+    # blackbox_exporter fails fail_if_header_matches when any value of the
+    # header matches, and fail_if_header_not_matches when none does.
+    rules = [(rule, False) for rule in options.fail_if_header_matches]
+    rules += [(rule, True) for rule in options.fail_if_header_not_matches]
+    for rule, must_match in rules:
+        values = [value for name, value in response.headers if name == rule.header.lower()]
+        if not values:
+            if rule.allow_missing:
+                continue
+            log.error("Missing required header header=%s", rule.header)
+            result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 1)
+            result.fail("header_match")
+            return False
+        matched = any(re.search(rule.regexp, value) for value in values)
+        if matched != must_match:
+            log.error("Header %s regular expression header=%s regexp=%s",
+                      "did not match" if must_match else "matched", rule.header, rule.regexp)
+            result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 1)
+            result.fail("header_match")
+            return False
+    return True
+
+
+def _status_and_transport_ok(options: HTTPProbeConfig, response: _Response, result: ProbeResult,
+                             log: ProbeLog) -> bool:
     if options.valid_status_codes:
         status_ok = response.status in options.valid_status_codes
     else:
@@ -112,28 +271,26 @@ def _check_response(options: HTTPProbeConfig, response: _Response, result: Probe
     if not status_ok:
         log.error("Invalid HTTP response status code status_code=%d", response.status)
         result.fail("http_status")
-        return
+        return False
 
     version = f"HTTP/{response.http_version}"
     if options.valid_http_versions and version not in options.valid_http_versions:
         log.error("Invalid HTTP version number version=%s", version)
         result.fail("http_version")
-        return
+        return False
 
     if options.fail_if_ssl and response.tls:
         log.error("Final request was over SSL")
         result.fail("ssl")
-        return
+        return False
     if options.fail_if_not_ssl and not response.tls:
         log.error("Final request was not over SSL")
         result.fail("not_ssl")
-        return
-
-    result.success = True
-    log.debug("Probe succeeded status_code=%d", response.status)
+        return False
+    return True
 
 
-async def _request_once(url: str, options: HTTPProbeConfig, result: ProbeResult, log: ProbeLog,
+async def _request_once(url: str, request: _Request, options: HTTPProbeConfig, result: ProbeResult, log: ProbeLog,
                         guard: AddressGuard | None) -> _Response:
     try:
         parts = urlsplit(url)
@@ -146,54 +303,126 @@ async def _request_once(url: str, options: HTTPProbeConfig, result: ProbeResult,
     port = parts.port or (443 if use_tls else 80)
     phases = result.phases
 
+    # The target is resolved and checked by the guard even with a proxy, so
+    # probe.allow holds for proxied probes too.
     mark = time.monotonic()
     resolved = await resolve(parts.hostname, options.preferred_ip_protocol, options.ip_protocol_fallback,
                              result, log, guard)
     phases["resolve"] = phases.get("resolve", 0.0) + time.monotonic() - mark
+    proxy = urlsplit(options.proxy_url) if options.proxy_url else None
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if proxy is None:
+            return await _open(resolved.ip, port)
+        reader, writer = await _open(proxy.hostname, proxy.port or 80)
+        if use_tls:
+            await _proxy_connect(reader, writer, proxy, f"{parts.hostname}:{port}")
+        return reader, writer
 
     mark = time.monotonic()
     try:
-        reader, writer = await asyncio.open_connection(resolved.ip, port)
-    except OSError as error:
+        reader, writer = await connect()
+    finally:
         phases["connect"] = phases.get("connect", 0.0) + time.monotonic() - mark
-        address = format_address(resolved.ip, port)
-        raise ProbeError("connect", f"connect to {address} failed: {error.strerror or error}") from None
-    phases["connect"] = phases.get("connect", 0.0) + time.monotonic() - mark
 
     try:
         if use_tls:
-            mark = time.monotonic()
-            context = build_ssl_context(options.tls_config)
             server_name = options.tls_config.server_name or parts.hostname
-            try:
-                await writer.start_tls(context, server_hostname=server_name)
-            except (ssl.SSLError, ConnectionError) as error:
-                phases["tls"] = phases.get("tls", 0.0) + time.monotonic() - mark
-                raise ProbeError("tls", f"TLS handshake with {parts.hostname} failed: {error}") from None
-            phases["tls"] = phases.get("tls", 0.0) + time.monotonic() - mark
-            record_tls(result, writer.get_extra_info("ssl_object"))
-
-        return await _exchange(reader, writer, parts, options, use_tls, phases, log)
+            await tls_handshake(writer, options.tls_config, server_name, result, log, connect)
+        absolute = proxy is not None and not use_tls
+        return await _exchange(reader, writer, parts, request, options, use_tls, absolute, phases, log)
     finally:
         writer.transport.abort()
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parts, options: HTTPProbeConfig,
-                    use_tls: bool, phases: dict[str, float], log: ProbeLog) -> _Response:
+async def _open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.open_connection(host, port)
+    except OSError as error:
+        raise ProbeError("connect", f"connect to {format_address(host, port)} failed: {error.strerror or error}") \
+            from None
+
+
+def _proxy_authorization(proxy: SplitResult) -> dict[str, str]:
+    if proxy.username is None:
+        return {}
+    token = base64.b64encode(f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()).decode()
+    return {"proxy-authorization": f"Basic {token}"}
+
+
+async def _proxy_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: SplitResult,
+                         authority: str) -> None:
+    """Open a tunnel through an HTTP proxy with CONNECT."""
     connection = h11.Connection(our_role=h11.CLIENT)
-    body = (options.body or "").encode()
+    headers = [("host", authority), *_proxy_authorization(proxy).items()]
+    writer.write(connection.send(h11.Request(method="CONNECT", target=authority, headers=headers)))
+    await writer.drain()
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            chunk = await reader.read(READ_SIZE)
+            if not chunk:
+                raise ProbeError("proxy", "the proxy closed the connection during CONNECT")
+            connection.receive_data(chunk)
+        elif isinstance(event, h11.Response):
+            if not 200 <= event.status_code < 300:
+                raise ProbeError("proxy", f"the proxy rejected CONNECT with status {event.status_code}")
+            return
+
+
+# Decompressed output is produced in pieces of at most this size, so a
+# compression bomb never holds more than one piece in memory.
+INFLATE_PIECE = 1024 * 1024
+
+
+def _decoded(decoder, data: bytes, compression: str):
+    """Yield the decompressed pieces of `data`, or `data` itself without a decoder. Raises ProbeError."""
+    if decoder is None:
+        yield data
+        return
+    try:
+        piece = decoder.decompress(data, INFLATE_PIECE)
+        while piece:
+            yield piece
+            if not decoder.unconsumed_tail:
+                break
+            piece = decoder.decompress(decoder.unconsumed_tail, INFLATE_PIECE)
+    except zlib.error as error:
+        raise ProbeError("compression", f"cannot decompress the {compression} body: {error}") from None
+
+
+def _decoder(encoding: str):
+    if encoding == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    return None
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parts: SplitResult,
+                    request: _Request, options: HTTPProbeConfig, use_tls: bool, absolute: bool,
+                    phases: dict[str, float], log: ProbeLog) -> _Response:
+    connection = h11.Connection(our_role=h11.CLIENT)
+    body = request.body
     headers = {"host": parts.netloc.rpartition("@")[2], "user-agent": USER_AGENT, "accept": "*/*",
                "connection": "close"}
+    if options.compression and options.compression != "identity":
+        headers["accept-encoding"] = options.compression
+    headers.update(request.headers)
     headers.update({name.lower(): value for name, value in options.headers.items()})
-    if body or options.method.upper() in ("POST", "PUT", "PATCH"):
+    if absolute and options.proxy_url:
+        headers.update(_proxy_authorization(urlsplit(options.proxy_url)))
+    if body or request.method in ("POST", "PUT", "PATCH"):
         headers["content-length"] = str(len(body))
     path = parts.path or "/"
     if parts.query:
         path += f"?{parts.query}"
+    if absolute:
+        path = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}"
 
     mark = time.monotonic()
     try:
-        payload = connection.send(h11.Request(method=options.method.upper(), target=path, headers=list(headers.items())))
+        payload = connection.send(h11.Request(method=request.method, target=path, headers=list(headers.items())))
         if body:
             payload += connection.send(h11.Data(data=body))
         payload += connection.send(h11.EndOfMessage())
@@ -202,8 +431,13 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     except (ConnectionError, h11.LocalProtocolError) as error:
         raise ProbeError("connect", f"sending the request failed: {error}") from None
 
+    keep_body = bool(options.fail_if_body_matches_regexp or options.fail_if_body_not_matches_regexp)
+    limit = options.body_size_limit or None
     response: h11.Response | None = None
+    decoder = None
+    kept = bytearray()
     body_bytes = 0
+    wire_bytes = 0
     first_byte_at: float | None = None
     while True:
         try:
@@ -225,24 +459,42 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
             connection.receive_data(chunk)
         elif isinstance(event, h11.Response):
             response = event
+            encoding = dict(event.headers).get(b"content-encoding", b"").decode("latin-1").strip().lower()
+            if options.compression and options.compression != "identity" and encoding == options.compression:
+                decoder = _decoder(encoding)
         elif isinstance(event, h11.InformationalResponse):
             continue
         elif isinstance(event, h11.Data):
-            body_bytes += len(event.data)
+            wire_bytes += len(event.data)
+            for data in _decoded(decoder, event.data, options.compression):
+                body_bytes += len(data)
+                if limit is not None and body_bytes > limit:
+                    raise ProbeError("body_too_large", f"the body is larger than body_size_limit {limit} bytes")
+                if keep_body:
+                    if len(kept) + len(data) > MAX_BUFFERED_BODY:
+                        raise ProbeError("body_too_large",
+                                         f"the body is larger than {MAX_BUFFERED_BODY} bytes, the most kept for "
+                                         "body regexps: set body_size_limit")
+                    kept += data
         elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
             break
 
     transfer_start = first_byte_at if first_byte_at is not None else mark
-    phases["transfer"] = phases.get("transfer", 0.0) + time.monotonic() - transfer_start
+    transfer_seconds = time.monotonic() - transfer_start
+    phases["transfer"] = phases.get("transfer", 0.0) + transfer_seconds
     if response is None:
         raise ProbeError("empty_reply", "the connection closed before a response arrived")
-    response_headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in response.headers}
+    response_headers = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in response.headers]
     log.debug("Received HTTP response status_code=%d body_bytes=%d", response.status_code, body_bytes)
+    location = next((value for name, value in response_headers if name == "location"), None)
     return _Response(
         status=response.status_code,
         http_version=response.http_version.decode(),
         headers=response_headers,
         body_bytes=body_bytes,
-        location=response_headers.get("location"),
+        location=location,
         tls=use_tls,
+        body=bytes(kept),
+        wire_bytes=wire_bytes,
+        transfer_seconds=transfer_seconds,
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import _ssl
 import asyncio
-import hashlib
 import ipaddress
+import re
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -51,9 +53,11 @@ async def resolve(
     when `fallback` is true and the preferred one has no address.
     """
     started = time.monotonic()
-    literal = _literal_ip(host)
+    literal = literal_ip(host)
     if literal is not None:
         infos = [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, str(literal))]
+        if isinstance(literal, ipaddress.IPv4Address) and str(literal) != host:
+            log.debug("Normalised numeric host host=%s ip=%s", host, literal)
     else:
         loop = asyncio.get_running_loop()
         try:
@@ -78,15 +82,15 @@ async def resolve(
     family, ip = chosen
     result.set("probe_ip_protocol", "Specifies whether probe ip protocol is IP4 or IP6",
                6 if family == socket.AF_INET6 else 4)
-    result.set("probe_ip_addr_hash", "Specifies the hash of IP address",
-               int.from_bytes(hashlib.sha256(ip.encode()).digest()[:4], "big"))
+    result.set("probe_ip_addr_hash", "Specifies the hash of IP address", ip_hash(ip))
     log.debug("Resolved target address ip=%s", ip)
 
     if guard is not None:
         denial = guard(host, ip)
         if denial:
             log.error("Target address denied ip=%s reason=%s", ip, denial)
-            raise ProbeError("denied", denial)
+            result.denied_reason = getattr(denial, "reason", "not_allowed")
+            raise ProbeError("denied", str(denial))
     return Resolved(ip, family)
 
 
@@ -95,11 +99,34 @@ def format_address(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def _literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+# inet_aton(3) accepts one to four dot-separated parts in decimal, octal
+# (leading 0) or hex (0x): "2130706434", "0x7f000002", "127.1", "0177.0.0.2".
+# getaddrinfo() takes the same forms without asking DNS.
+_INET_ATON_PART = r"(?:0[xX][0-9a-fA-F]*|[0-9]+)"
+_INET_ATON = re.compile(rf"^{_INET_ATON_PART}(?:\.{_INET_ATON_PART}){{0,3}}$")
+
+
+def ip_hash(ip: str) -> int:
+    """Return 32-bit FNV-1a of the packed address, the value blackbox_exporter 0.23 exports."""
+    value = 0x811C9DC5
+    for byte in ipaddress.ip_address(ip.split("%", 1)[0]).packed:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return the address that `host` denotes without DNS, in every numeric form the C library accepts."""
+    bare = host.strip("[]")
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(bare.split("%", 1)[0] if ":" in bare else bare)
     except ValueError:
-        return None
+        pass
+    if _INET_ATON.match(bare):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(bare))
+        except OSError:
+            return None
+    return None
 
 
 def build_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
@@ -116,19 +143,98 @@ def build_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     return context
 
 
-def record_tls(result: ProbeResult, ssl_object: ssl.SSLObject) -> None:
-    """Record certificate expiry and TLS version gauges for an established session."""
-    chain = _peer_chain(ssl_object)
+# OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) mapped to bounded reasons.
+_VERIFY_REASONS = {
+    9: "cert_not_yet_valid",
+    10: "cert_expired",
+    2: "cert_untrusted",
+    18: "cert_untrusted",
+    19: "cert_untrusted",
+    20: "cert_untrusted",
+    21: "cert_untrusted",
+    62: "cert_hostname",
+}
+
+Reconnect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+async def tls_handshake(writer: asyncio.StreamWriter, tls: TLSConfig, server_name: str, result: ProbeResult,
+                        log: ProbeLog, reconnect: Reconnect) -> None:
+    """Run the TLS handshake on `writer`, adding its time to the tls phase and recording the certificates.
+
+    When verification fails, a second, unverified handshake over a fresh
+    connection from `reconnect` records the presented chain, so an expired or
+    untrusted certificate still gets its expiry gauges. Raises ProbeError.
+    """
+    context = build_ssl_context(tls)
+    mark = time.monotonic()
+    try:
+        await writer.start_tls(context, server_hostname=server_name)
+    except ssl.SSLCertVerificationError as error:
+        _add_phase(result, "tls", mark)
+        reason = _VERIFY_REASONS.get(error.verify_code, "tls")
+        log.error("TLS certificate verification failed reason=%s err=%s", reason, error.verify_message)
+        await _record_unverified(reconnect, tls, server_name, result, log)
+        raise ProbeError(reason, f"TLS certificate of {server_name} failed verification: {error.verify_message}") \
+            from None
+    except (ssl.SSLError, ConnectionError) as error:
+        _add_phase(result, "tls", mark)
+        raise ProbeError("tls", f"TLS handshake with {server_name} failed: {error}") from None
+    _add_phase(result, "tls", mark)
+    record_tls(result, writer.get_extra_info("ssl_object"), verified=True)
+
+
+def _add_phase(result: ProbeResult, phase: str, mark: float) -> None:
+    result.phases[phase] = result.phases.get(phase, 0.0) + time.monotonic() - mark
+
+
+async def _record_unverified(reconnect: Reconnect, tls: TLSConfig, server_name: str, result: ProbeResult,
+                             log: ProbeLog) -> None:
+    unverified = tls.model_copy(update={"insecure_skip_verify": True})
+    try:
+        _, writer = await reconnect()
+    except (OSError, ProbeError) as error:
+        log.debug("Reconnecting to record the unverified chain failed err=%s", error)
+        return
+    try:
+        await writer.start_tls(build_ssl_context(unverified), server_hostname=server_name)
+        record_tls(result, writer.get_extra_info("ssl_object"), verified=False)
+    except (ssl.SSLError, ConnectionError) as error:
+        log.debug("Unverified TLS handshake failed err=%s", error)
+    finally:
+        writer.transport.abort()
+
+
+def record_tls(result: ProbeResult, ssl_object: ssl.SSLObject, verified: bool) -> None:
+    """Record certificate expiry, TLS version and cipher gauges for a TLS session.
+
+    blackbox_exporter's gauges (probe_ssl_earliest_cert_expiry,
+    probe_ssl_last_chain_expiry_timestamp_seconds, probe_tls_version_info) are
+    set only for a verified session, as blackbox does. The per-certificate
+    gauge probe_tls_cert_expiry_timestamp_seconds{chain_position} and
+    probe_tls_cert_verified are set for both.
+    """
     expiries = []
-    for der in chain:
+    for position, der in enumerate(_peer_chain(ssl_object)):
         try:
             certificate = x509.load_der_x509_certificate(der)
         except ValueError:
             continue
-        expiries.append(certificate.not_valid_after_utc.timestamp())
-
+        expiry = certificate.not_valid_after_utc.timestamp()
+        expiries.append(expiry)
+        result.set("probe_tls_cert_expiry_timestamp_seconds",
+                   "Expiry of each certificate the server presented, by position in the chain (0 is the leaf)",
+                   expiry, chain_position=str(position))
+    result.set("probe_tls_cert_verified", "Whether the certificate chain passed verification (1) or not (0)",
+               1 if verified else 0)
     if expiries:
         result.cert_expiry = min(expiries)
+    cipher = ssl_object.cipher()
+    if cipher:
+        result.set("probe_tls_cipher_info", "The negotiated TLS cipher suite", 1, cipher=cipher[0])
+    if not verified:
+        return
+    if expiries:
         result.set("probe_ssl_earliest_cert_expiry", "Returns last SSL chain expiry in unixtime", min(expiries))
         result.set("probe_ssl_last_chain_expiry_timestamp_seconds",
                    "Returns last SSL chain expiry in timestamp", min(expiries))
@@ -145,7 +251,7 @@ def _peer_chain(ssl_object: ssl.SSLObject) -> list[bytes]:
     if getter is not None:
         try:
             chain = getter() or []
-            return [c if isinstance(c, bytes) else c.public_bytes(ssl.Encoding.DER) for c in chain]
+            return [c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER) for c in chain]
         except (ssl.SSLError, ValueError, AttributeError):
             pass
     leaf = ssl_object.getpeercert(binary_form=True)

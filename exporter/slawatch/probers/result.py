@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +11,14 @@ from dataclasses import dataclass, field
 # Called with (host, ip) before every connection; returns why the address is
 # denied, or None to allow it.
 AddressGuard = Callable[[str, str], "str | None"]
+
+
+_URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """Replace the user information (user:password@) of every URL in `text` with <secret>@."""
+    return _URL_USERINFO.sub(r"\1<secret>@", text)
 
 
 @dataclass
@@ -27,7 +36,7 @@ class ProbeLog(logging.LoggerAdapter):
     """
 
     def __init__(self, logger: logging.Logger, target: str):
-        super().__init__(logger, {"target": target})
+        super().__init__(logger, {"target": redact_url(target)})
         self.lines: list[str] = []
         self.started = time.monotonic()
 
@@ -36,8 +45,9 @@ class ProbeLog(logging.LoggerAdapter):
 
     def log(self, level, msg, *args, **kwargs):
         elapsed = time.monotonic() - self.started
-        self.lines.append(f"{elapsed:8.4f}s {logging.getLevelName(level):<5} {msg % args if args else msg}")
-        super().log(logging.DEBUG, msg, *args, **kwargs)
+        text = redact_url(msg % args if args else msg)
+        self.lines.append(f"{elapsed:8.4f}s {logging.getLevelName(level):<5} {text}")
+        super().log(logging.DEBUG, "%s", text, **kwargs)
 
 
 @dataclass
@@ -54,6 +64,10 @@ class ProbeResult:
     status_code: int = 0
     cert_expiry: float | None = None
     gauges: dict[str, Gauge] = field(default_factory=dict)
+    # Why the guard denied an address: "not_allowed" or "link_local".
+    denied_reason: str = ""
+    # Body bytes per second over the transfer phase, or None when no body was read.
+    transfer_rate: float | None = None
     log_lines: list[str] = field(default_factory=list)
 
     def set(self, name: str, help_text: str, value: float, **labels: str) -> None:

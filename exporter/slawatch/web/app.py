@@ -12,17 +12,18 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
 from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from .. import __version__, names
-from ..config import Config, ConfigError, check_target, load_config
+from ..config import Config, ConfigError, Module, check_target, load_config
 from ..probers import PROBERS, ProbeResult
+from ..probers.result import redact_url
 from ..scheduler import ProbeMetrics, Scheduler
 from ..status import StatusStore, StatusTracker
 from ..tickets import EventError, TicketCollector, TicketStore, parse_event
 from .guard import ProbeGuard
 from .status import add_status_routes, run_flusher
+from .probe_output import CONTENT_TYPE as PROBE_CONTENT_TYPE
+from .probe_output import render_probe_result
 
 logger = logging.getLogger("slawatch.web")
 
@@ -32,6 +33,9 @@ TIMEOUT_OFFSET = 0.5
 MAX_EVENT_BATCH = 5000
 MAX_BODY_BYTES = 8 * 1024 * 1024
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
+# Label values of slawatch_probe_denied_total; ProbeGuard returns the first
+# three, handle_probe adds not_configured for probe.only_configured_targets.
+DENIAL_REASONS = ("not_allowed", "link_local", "unspecified", "invalid_address", "not_configured")
 
 
 class Exporter:
@@ -69,6 +73,10 @@ class Exporter:
                                  registry=self.registry)
         self.probe_requests = Counter("slawatch_probe_requests", "Requests to /probe, by module and outcome.",
                                       ["module", "outcome"], registry=self.registry)
+        self.probe_denied = Counter("slawatch_probe_denied", "Requests to /probe denied by probe.allow, by reason.",
+                                    ["reason"], registry=self.registry)
+        for reason in DENIAL_REASONS:
+            self.probe_denied.labels(reason)
         self.notifications = Counter("slawatch_alertmanager_notifications",
                                      "Alertmanager webhook notifications received, by receiver and status.",
                                      ["receiver", "status"], registry=self.registry)
@@ -198,29 +206,17 @@ async def handle_config(request: web.Request) -> web.Response:
 
 
 def _redact_module(module: dict) -> dict:
-    headers = module.get("http", {}).get("headers", {})
+    """Replace secrets in a module's JSON form; SecretStr fields already dump as "**********"."""
+    http = module.get("http", {})
+    headers = http.get("headers", {})
     for name in headers:
         if name.lower() in SECRET_HEADERS:
             headers[name] = "<secret>"
+    proxy = http.get("proxy_url")
+    if proxy and "@" in proxy:
+        scheme, _, rest = proxy.partition("://")
+        http["proxy_url"] = f"{scheme}://<secret>@{rest.rpartition('@')[2]}"
     return module
-
-
-class _ResultCollector(Collector):
-    def __init__(self, result: ProbeResult):
-        self.result = result
-
-    def collect(self):
-        for gauge in self.result.gauges.values():
-            label_names = sorted({key for labels in gauge.samples for key, _ in labels})
-            family = GaugeMetricFamily(gauge.name, gauge.help, labels=label_names)
-            for labels, value in gauge.samples.items():
-                values = dict(labels)
-                family.add_metric([values.get(name, "") for name in label_names], value)
-            yield family
-        yield GaugeMetricFamily("probe_duration_seconds", "Returns how long the probe took to complete in seconds",
-                                value=self.result.duration)
-        yield GaugeMetricFamily("probe_success", "Displays whether or not the probe was a success",
-                                value=1 if self.result.success else 0)
 
 
 def probe_timeout(request: web.Request, module_timeout: float) -> float:
@@ -256,31 +252,57 @@ async def handle_probe(request: web.Request) -> web.Response:
         exporter.probe_requests.labels(module_name, "bad_request").inc()
         return web.Response(status=400, text=f"Invalid target: {problem}\n")
 
+    if config.probe.only_configured_targets and target not in {t.url for t in config.targets}:
+        return _deny(exporter, module_name, target, "not_configured",
+                     f"{target} is not a configured target and probe.only_configured_targets is on")
+
+    hostname = request.query.get("hostname", "")
+    if hostname:
+        module = with_hostname(module, hostname)
     timeout = probe_timeout(request, module.timeout)
     result = await PROBERS[module.prober](target, module, timeout, exporter.guard)
     if result.reason == "denied":
-        exporter.probe_requests.labels(module_name, "denied").inc()
-        logger.warning("Denied probe target=%s reason=%s", target, result.error)
-        return web.Response(status=403, text=f"Target denied: {result.error}\n")
+        return _deny(exporter, module_name, target, result.denied_reason or "not_allowed", result.error)
     exporter.probe_requests.labels(module_name, "success" if result.success else "failure").inc()
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ResultCollector(result))
+    location = config.global_.location if config.global_.probe_location_label else None
+    text = render_probe_result(result, config.global_.location, location)
     if request.query.get("debug", "").lower() == "true":
-        return _debug_response(target, module_name, module.model_dump(mode="json"), result, registry)
-    return await make_aiohttp_handler(registry, disable_compression=True)(request)
+        return _debug_response(target, module_name, module.model_dump(mode="json"), result, text)
+    return web.Response(body=text.encode(), headers={"Content-Type": PROBE_CONTENT_TYPE})
 
 
-def _debug_response(target: str, module_name: str, module: dict, result: ProbeResult,
-                    registry: CollectorRegistry) -> web.Response:
-    from prometheus_client import generate_latest
+def _deny(exporter: Exporter, module_name: str, target: str, reason: str, message: str) -> web.Response:
+    exporter.probe_requests.labels(module_name, "denied").inc()
+    exporter.probe_denied.labels(reason).inc()
+    logger.warning("Denied probe target=%s reason=%s err=%s", redact_url(target), reason, redact_url(message))
+    return web.Response(status=403, text=f"Target denied ({reason}): {redact_url(message)}\n")
 
+
+def with_hostname(module: Module, hostname: str) -> Module:
+    """Return `module` with the Host header and TLS server name set to `hostname`, as blackbox's parameter.
+
+    The http prober gets both, the tcp prober the TLS server name; other probers ignore it, as in blackbox.
+    """
+    if module.prober == "http":
+        headers = {name: value for name, value in module.http.headers.items() if name.lower() != "host"}
+        headers["Host"] = hostname
+        tls = module.http.tls_config.model_copy(update={"server_name": hostname})
+        return module.model_copy(update={"http": module.http.model_copy(update={"headers": headers,
+                                                                                "tls_config": tls})})
+    if module.prober == "tcp":
+        tls = module.tcp.tls_config.model_copy(update={"server_name": hostname})
+        return module.model_copy(update={"tcp": module.tcp.model_copy(update={"tls_config": tls})})
+    return module
+
+
+def _debug_response(target: str, module_name: str, module: dict, result: ProbeResult, metrics: str) -> web.Response:
     text = "\n".join([
-        f"Logs for the probe of {target} with module {module_name}:",
+        f"Logs for the probe of {redact_url(target)} with module {module_name}:",
         *result.log_lines,
         "",
         "Metrics that would have been returned:",
-        generate_latest(registry).decode(),
+        metrics,
         "Module configuration:",
         json.dumps(_redact_module(module), indent=2),
         "",

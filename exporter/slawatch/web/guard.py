@@ -9,6 +9,19 @@ from ..config import Config, split_host_port
 
 # Link-local ranges hold cloud metadata services (169.254.169.254, fe80::/10).
 LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+# Linux connects to the local host when the destination is 0.0.0.0 or ::.
+UNSPECIFIED = (ipaddress.ip_network("0.0.0.0/8"), ipaddress.ip_network("::/128"))
+
+
+class Denial(str):
+    """Why an address is denied: the message as the string value, plus a bounded `reason`."""
+
+    reason: str
+
+    def __new__(cls, reason: str, message: str) -> "Denial":
+        denial = super().__new__(cls, message)
+        denial.reason = reason
+        return denial
 
 
 def normalise_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -51,12 +64,17 @@ class ProbeGuard:
         try:
             address = normalise_ip(ip)
         except ValueError:
-            return f"address {ip!r} is not a valid IP address"
+            return Denial("invalid_address", f"address {ip!r} is not a valid IP address")
 
         in_network = any(address.version == net.version and address in net for net in self.networks)
         if any(address in net for net in LINK_LOCAL if net.version == address.version) and not in_network:
-            return f"link-local address {address} is denied unless probe.allow lists a range that contains it"
+            return Denial("link_local",
+                          f"link-local address {address} is denied unless probe.allow lists a range that contains it")
+        if any(address in net for net in UNSPECIFIED if net.version == address.version) and not in_network:
+            return Denial("unspecified",
+                          f"unspecified address {address} reaches the local host: list a range that contains it to allow it")
         if in_network or host.strip("[]").lower() in self.hosts:
             return None
         shown = str(address) if host.strip("[]") == str(address) else f"{host} ({address})"
-        return f"{shown} is not in probe.allow: add the host name or a CIDR range that contains it"
+        return Denial("not_allowed",
+                      f"{shown} is not in probe.allow: add the host name or a CIDR range that contains it")

@@ -1,0 +1,137 @@
+"""ICMP echo prober with blackbox_exporter's metric names.
+
+It uses an unprivileged datagram ICMP socket when the kernel allows it
+(Linux: the process's group is inside net.ipv4.ping_group_range) and a raw
+socket otherwise, which needs CAP_NET_RAW. With neither it fails with
+reason icmp_permission and a message naming both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+
+from ..config import Module
+from .net import ProbeError, resolve
+from .result import AddressGuard, ProbeLog, ProbeResult
+
+logger = logging.getLogger("slawatch.prober.icmp")
+
+PHASE_HELP = "Duration of icmp request by phase"
+PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def _echo_request(family: int, identifier: int, sequence: int, payload: bytes) -> bytes:
+    kind = 128 if family == socket.AF_INET6 else 8
+    header = struct.pack("!BBHHH", kind, 0, 0, identifier, sequence)
+    if family == socket.AF_INET6:
+        # The kernel fills in the ICMPv6 checksum, which covers a pseudo-header.
+        return header + payload
+    checksum = _checksum(header + payload)
+    return struct.pack("!BBHHH", kind, 0, checksum, identifier, sequence) + payload
+
+
+def open_icmp_socket(family: int) -> tuple[socket.socket, bool]:
+    """Open a datagram ICMP socket, or a raw one; return it and whether it is raw. Raises ProbeError."""
+    protocol = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+    try:
+        return socket.socket(family, socket.SOCK_DGRAM, protocol), False
+    except PermissionError:
+        pass
+    try:
+        return socket.socket(family, socket.SOCK_RAW, protocol), True
+    except PermissionError:
+        try:
+            group_range = PING_GROUP_RANGE.read_text().split()
+        except OSError:
+            group_range = ["?", "?"]
+        raise ProbeError(
+            "icmp_permission",
+            f"cannot open an ICMP socket: group {os.getgid()} is outside net.ipv4.ping_group_range "
+            f"{' '.join(group_range)} and the process lacks CAP_NET_RAW; widen the range with "
+            f"sysctl net.ipv4.ping_group_range='0 2147483647' or grant CAP_NET_RAW",
+        ) from None
+
+
+async def probe_icmp(target: str, module: Module, timeout: float, guard: AddressGuard | None = None) -> ProbeResult:
+    """Send one ICMP echo request and wait for the reply; catches target faults and returns them as a failed result."""
+    result = ProbeResult()
+    log = ProbeLog(logger, target)
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            await _ping(target.strip("[]"), module, result, log, guard)
+        result.success = True
+        log.info("Found matching reply")
+    except TimeoutError:
+        log.error("Probe timed out timeout_seconds=%.3f", timeout)
+        result.fail("timeout")
+    except ProbeError as error:
+        log.error("Probe failed reason=%s err=%s", error.reason, error)
+        result.fail(error.reason)
+        result.error = str(error)
+    except OSError as error:
+        # A socket error outside the steps that name their own reason.
+        log.error("Probe failed reason=connect err=%s", error)
+        result.fail("connect")
+        result.error = str(error)
+    result.duration = time.monotonic() - started
+    result.log_lines = log.lines
+    for phase, seconds in result.phases.items():
+        result.set("probe_icmp_duration_seconds", PHASE_HELP, seconds, phase=phase)
+    return result
+
+
+async def _ping(host: str, module: Module, result: ProbeResult, log: ProbeLog, guard: AddressGuard | None) -> None:
+    options = module.icmp
+    mark = time.monotonic()
+    resolved = await resolve(host, options.preferred_ip_protocol, options.ip_protocol_fallback, result, log, guard)
+    result.phases["resolve"] = time.monotonic() - mark
+
+    mark = time.monotonic()
+    sock, raw = open_icmp_socket(resolved.family)
+    loop = asyncio.get_running_loop()
+    try:
+        sock.setblocking(False)
+        if options.ttl is not None:
+            level, option = ((socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) if resolved.family == socket.AF_INET6
+                             else (socket.IPPROTO_IP, socket.IP_TTL))
+            sock.setsockopt(level, option, options.ttl)
+        identifier = os.getpid() & 0xFFFF
+        sequence = int(time.monotonic() * 1000) & 0xFFFF
+        payload = bytes(range(256)) * (options.payload_size // 256) + bytes(range(options.payload_size % 256))
+        packet = _echo_request(resolved.family, identifier, sequence, payload)
+        result.phases["setup"] = time.monotonic() - mark
+        log.debug("Sending ICMP echo request ip=%s raw_socket=%s", resolved.ip, raw)
+
+        mark = time.monotonic()
+        await loop.sock_sendto(sock, packet, (resolved.ip, 0))
+        reply_type = 129 if resolved.family == socket.AF_INET6 else 0
+        while True:
+            data = await loop.sock_recv(sock, 65535)
+            if raw and resolved.family == socket.AF_INET:
+                data = data[(data[0] & 0x0F) * 4:]
+            if len(data) < 8:
+                continue
+            kind, _, _, reply_id, reply_seq = struct.unpack("!BBHHH", data[:8])
+            # A datagram socket's kernel rewrites the identifier, so only the
+            # sequence and payload identify the reply there.
+            if kind == reply_type and reply_seq == sequence and data[8:] == payload and (not raw or reply_id == identifier):
+                break
+        result.phases["rtt"] = time.monotonic() - mark
+    finally:
+        sock.close()
