@@ -13,6 +13,10 @@ PROBE_LAST_RUN = "slawatch_probe_last_run_timestamp_seconds"
 PROBE_HTTP_PHASE = "slawatch_probe_http_phase_seconds"
 PROBE_SSL_EXPIRY = "slawatch_probe_ssl_earliest_cert_expiry"
 PROBE_SKIPPED_TOTAL = "slawatch_probe_skipped_total"
+# HTTP responses of scheduled probes, with the status code in the label code.
+PROBE_HTTP_RESPONSES_TOTAL = "slawatch_probe_http_responses_total"
+# Response body size divided by the transfer phase, in bytes per second.
+PROBE_TRANSFER_SPEED = "slawatch_probe_transfer_bytes_per_second"
 
 # Support tickets, labelled channel, priority.
 TICKETS_CREATED_TOTAL = "slawatch_tickets_created_total"
@@ -20,6 +24,12 @@ TICKET_FIRST_RESPONSE = "slawatch_ticket_first_response_seconds"
 TICKETS_OPEN = "slawatch_tickets_open"
 TICKET_OLDEST_UNANSWERED = "slawatch_ticket_oldest_unanswered_age_seconds"
 TICKET_EVENTS_TOTAL = "slawatch_ticket_events_total"
+# Labelled source, team, channel, priority and clock (calendar or business).
+TICKET_RESOLUTION = "slawatch_ticket_full_resolution_seconds"
+# First responses, with responder="human" or "automation".
+TICKET_FIRST_RESPONSES_TOTAL = "slawatch_ticket_first_responses_total"
+# Open tickets that have no first response yet.
+TICKETS_UNANSWERED = "slawatch_tickets_unanswered"
 
 # Exporter health.
 CONFIG_LAST_RELOAD_SUCCESS = "slawatch_config_last_reload_successful"
