@@ -18,6 +18,13 @@ from .queries import FIRST_RESPONSE_KPI, HOUR, Period, Prometheus
 LATENCY_LEVELS = (0.5, 0.9, 0.99)
 TRANSFER_LEVELS = (0.1, 0.5)
 WORST_PERIODS = 3
+# An hour without failures is listed as a worst period only when its p90 latency
+# exceeds the month's p90 by this factor, so a steady month lists none.
+SLOW_HOUR_FACTOR = 1.1
+# A phase counts as what moved when it grew by at least this share of its month
+# average and by at least MIN_PHASE_GROWTH seconds.
+PHASE_GROWTH_SHARE = 0.1
+MIN_PHASE_GROWTH = 0.001
 # An SLO is judged on a month only when probes ran in at least this share of its hours.
 MIN_COVERAGE = 0.9
 
@@ -99,7 +106,10 @@ class WorstPeriod:
         if not growth:
             return None
         phase = max(growth, key=growth.get)
-        return phase if growth[phase] > 0 else None
+        baseline = self.phases[phase][1]
+        if growth[phase] >= max(MIN_PHASE_GROWTH, PHASE_GROWTH_SHARE * baseline):
+            return phase
+        return None
 
 
 @dataclass
@@ -122,6 +132,8 @@ class ChannelSupport:
     created: int
     answered: int
     within_kpi: int
+    # Tickets whose KPI outcome is known at the month's end: answered, or unanswered for longer than the KPI.
+    decided: int
     # Share within 1 hour on the business clock from Prometheus; None when not recorded.
     business_share: float | None
     p50: float | None
@@ -130,7 +142,7 @@ class ChannelSupport:
 
     @property
     def share_within(self) -> float | None:
-        return self.within_kpi / self.created if self.created else None
+        return self.within_kpi / self.decided if self.decided else None
 
 
 @dataclass
@@ -159,12 +171,13 @@ def build_report(config: Config, prometheus: Prometheus, period: Period) -> Repo
     """Query Prometheus and the ticket store for `period` and return the report's numbers."""
     services = _services(config, prometheus, period)
     by_name = {summary.service: summary for summary in services}
+    monthly_p90 = {summary.service: summary.latency.get(0.9) for summary in services if summary.measured}
     return Report(
         period=period,
         previous=period.previous(),
         services=services,
         slos=[_slo_result(slo, prometheus, period, by_name) for slo in config.slos],
-        worst=_worst_periods(prometheus, period, [s.service for s in services if s.measured]),
+        worst=_worst_periods(prometheus, period, monthly_p90),
         incidents=_incidents(prometheus, period),
         support=_support(config, prometheus, period),
         certs=_certs(prometheus, period),
@@ -242,14 +255,20 @@ def _slo_result(slo, prometheus: Prometheus, period: Period, services: dict[str,
 # --- worst periods and incidents ----------------------------------------------------------
 
 
-def _worst_periods(prometheus: Prometheus, period: Period, services: list[str]) -> list[WorstPeriod]:
-    """Return the hours with the most failures, then the highest p90 latency, per service."""
+def _worst_periods(prometheus: Prometheus, period: Period,
+                   monthly_p90: dict[str, float | None]) -> list[WorstPeriod]:
+    """Return the hours with the most failures, then the highest p90 latency, per service.
+
+    Only hours with failures or with a p90 above SLOW_HOUR_FACTOR times the month's p90 qualify.
+    """
     errors = queries.hourly_error_ratio(prometheus, period)
     latency = queries.hourly_latency(prometheus, period, 0.9)
     worst = []
-    for service in services:
+    for service, month_p90 in monthly_p90.items():
         p90_by_hour = dict(latency.get(service, []))
-        hours = [(ratio, p90_by_hour.get(at), at) for at, ratio in errors.get(service, [])]
+        slow = SLOW_HOUR_FACTOR * month_p90 if month_p90 is not None else math.inf
+        hours = [(ratio, p90_by_hour.get(at), at) for at, ratio in errors.get(service, [])
+                 if ratio > 0 or (p90_by_hour.get(at) or 0.0) > slow]
         hours.sort(key=lambda item: (item[0], item[1] or 0.0), reverse=True)
         baseline = queries.phase_averages(prometheus, service, period.end, period.window)
         for ratio, p90, at in hours[:WORST_PERIODS]:
@@ -301,6 +320,7 @@ def _support(config: Config, prometheus: Prometheus, period: Period) -> list[Cha
     created: dict[str, int] = defaultdict(int)
     answered: dict[str, int] = defaultdict(int)
     within: dict[str, int] = defaultdict(int)
+    decided: dict[str, int] = defaultdict(int)
     backlog: dict[str, int] = defaultdict(int)
     response_times: dict[str, list[float]] = defaultdict(list)
     for row in rows:
@@ -313,14 +333,17 @@ def _support(config: Config, prometheus: Prometheus, period: Period) -> list[Cha
         if answered_in_time:
             seconds = max(0.0, row.first_response - row.created)
             answered[row.channel] += 1
+            decided[row.channel] += 1
             response_times[row.channel].append(seconds)
             if seconds <= FIRST_RESPONSE_KPI:
                 within[row.channel] += 1
+        elif period.end - row.created > FIRST_RESPONSE_KPI:
+            decided[row.channel] += 1
     channels = [c for c in config.tickets.channels if c in created or c in backlog]
     channels += sorted((set(created) | set(backlog)) - set(channels))
     return [
         ChannelSupport(channel=channel, created=created[channel], answered=answered[channel],
-                       within_kpi=within[channel], business_share=business.get(channel),
+                       within_kpi=within[channel], decided=decided[channel], business_share=business.get(channel),
                        p50=nearest_rank(response_times[channel], 0.5),
                        p90=nearest_rank(response_times[channel], 0.9), backlog=backlog[channel])
         for channel in channels

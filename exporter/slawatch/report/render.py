@@ -80,6 +80,18 @@ TEXT = Catalog({
         "en": "{service}: no probe data this month, so no availability is reported.",
         "zh-CN": "{service}：本月没有探测数据，因此不报告可用性。",
     },
+    "note.decided": {
+        "en": "Within 1 hour counts tickets created this month that got a first response within 1 hour, out of "
+              "those answered or unanswered for more than 1 hour at the month's end.",
+        "zh-CN": "1 小时内响应的比例 = 本月新建且 1 小时内首次响应的工单数 / 月末时已响应或已等待超过 1 小时的工单数。",
+    },
+    "note.worst": {
+        "en": "Hours with failed probes, or with a p90 latency more than 10% above the month's p90, worst first "
+              "(at most 3 per service). What moved is the HTTP phase that grew most against its month average; "
+              "the phases are averaged over the service's locations.",
+        "zh-CN": "列出有探测失败、或 p90 延迟比当月 p90 高出 10% 以上的小时，最差的在前（每个服务最多 3 个）。"
+                 "变化环节是相对当月平均值增长最多的 HTTP 阶段；各阶段耗时为该服务各探测位置的平均值。",
+    },
     "note.no_incidents": {"en": "No alert fired this month.", "zh-CN": "本月没有触发告警。"},
     "note.no_tickets": {"en": "No tickets this month.", "zh-CN": "本月没有工单。"},
     "note.no_certs": {"en": "No target was probed over TLS this month.", "zh-CN": "本月没有通过 TLS 探测的目标。"},
