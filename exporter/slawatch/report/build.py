@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import names
 from ..config import Config
@@ -164,7 +164,6 @@ class Report:
     incidents: list[Incident]
     support: list[ChannelSupport]
     certs: list[CertCheck]
-    notes: list[str] = field(default_factory=list)
 
 
 def build_report(config: Config, prometheus: Prometheus, period: Period) -> Report:
@@ -323,6 +322,7 @@ def _support(config: Config, prometheus: Prometheus, period: Period) -> list[Cha
     decided: dict[str, int] = defaultdict(int)
     backlog: dict[str, int] = defaultdict(int)
     response_times: dict[str, list[float]] = defaultdict(list)
+
     for row in rows:
         answered_in_time = row.first_response is not None and row.first_response < period.end
         if not answered_in_time:
@@ -339,6 +339,7 @@ def _support(config: Config, prometheus: Prometheus, period: Period) -> list[Cha
                 within[row.channel] += 1
         elif period.end - row.created > FIRST_RESPONSE_KPI:
             decided[row.channel] += 1
+
     channels = [c for c in config.tickets.channels if c in created or c in backlog]
     channels += sorted((set(created) | set(backlog)) - set(channels))
     return [

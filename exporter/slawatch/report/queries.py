@@ -22,7 +22,6 @@ from ..durations import format_le
 HOUR = 3600.0
 # The support KPI: a first response within 1 hour.
 FIRST_RESPONSE_KPI = 3600.0
-PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 
 
 class ReportError(Exception):

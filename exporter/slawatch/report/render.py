@@ -1,7 +1,7 @@
 """Render a `Report` as HTML and Markdown in one locale, with PNG charts.
 
 The charts carry only service names, numbers and units, so they read the
-same in every locale; their captions come from `TEXT`.
+same in every locale. Their captions come from `TEXT`.
 """
 
 from __future__ import annotations
