@@ -18,6 +18,7 @@ filled through TicketStore.ingest. The truth the checks use:
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -371,6 +372,18 @@ def test_report_files_in_locale(month, tmp_path, locale, phrases):
     search_rows = [line for line in markdown.splitlines() if line.startswith("| search |")]
     assert search_rows
     assert not any("100.000%" in line for line in search_rows)
+
+
+def test_pdf_printed_with_chromium(month, tmp_path):
+    require_binary("chromium", "chromium-browser", "google-chrome")
+    config, url, _ = month
+    paths = write_report(config, url, Period.parse("2026-11"), "zh-CN", tmp_path, pdf=True)
+    pdf = (tmp_path / "report-2026-11.pdf").read_bytes()
+
+    assert tmp_path / "report-2026-11.pdf" in paths
+    assert pdf.startswith(b"%PDF-")
+    # Tables and three charts take more than one A4 or Letter page.
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) >= 2
 
 
 def test_cli_writes_report(month, tmp_path):

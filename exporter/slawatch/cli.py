@@ -225,7 +225,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     locale = args.locale or locale_from(config)
     try:
-        paths = write_report(config, args.prometheus, Period.parse(args.month), locale, Path(args.out))
+        paths = write_report(config, args.prometheus, Period.parse(args.month), locale, Path(args.out),
+                             pdf=args.pdf)
     except ReportError as error:
         print(TEXT.get("report.failed", locale, error=error), file=sys.stderr)
         return 1
@@ -283,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--locale", choices=list(LOCALES), default=None,
                         help="language of the report (default: SLAWATCH_LOCALE, then global.locale)")
     report.add_argument("--out", default="reports", help="directory that receives the report and its charts")
+    report.add_argument("--pdf", action="store_true",
+                        help="also print the HTML to PDF with headless Chromium (Debian package chromium)")
     report.set_defaults(func=cmd_report)
     return parser
 
