@@ -459,22 +459,22 @@ TEXT = Catalog({
                  "calendar 计算全部时间，business 只计算客服日历的工作时间。低于目标 {objective} 时显示为红色。",
     },
     "support.first_response_clock.title": {
-        "en": "First-response time p50 and p90 by channel and clock",
-        "zh-CN": "各渠道和计时方式的首次响应时间 p50 与 p90",
+        "en": "First-response time p50 and p90 by channel, priority and clock",
+        "zh-CN": "各渠道、优先级和计时方式的首次响应时间 p50 与 p90",
     },
     "support.first_response_clock.description": {
         "en": "Median and 90th percentile of the first-response time in the selected time range per "
-              "channel and clock, estimated from the histogram buckets.",
-        "zh-CN": "所选时间范围内各渠道和计时方式首次响应时间的中位数和第 90 百分位数，根据直方图的桶估算。",
+              "channel, priority and clock, estimated from the histogram buckets.",
+        "zh-CN": "所选时间范围内各渠道、优先级和计时方式首次响应时间的中位数和第 90 百分位数，根据直方图的桶估算。",
     },
     "support.resolution.title": {
-        "en": "Resolution time p50 and p90 by channel and clock",
-        "zh-CN": "各渠道和计时方式的解决时间 p50 与 p90",
+        "en": "Resolution time p50 and p90 by channel, priority and clock",
+        "zh-CN": "各渠道、优先级和计时方式的解决时间 p50 与 p90",
     },
     "support.resolution.description": {
         "en": "Median and 90th percentile of the time from creation to the final resolution, in the "
-              "selected time range per channel and clock, from slawatch_ticket_full_resolution_seconds.",
-        "zh-CN": "所选时间范围内各渠道和计时方式从创建到最终解决耗时的中位数和第 90 百分位数，"
+              "selected time range per channel, priority and clock, from slawatch_ticket_full_resolution_seconds.",
+        "zh-CN": "所选时间范围内各渠道、优先级和计时方式从创建到最终解决耗时的中位数和第 90 百分位数，"
                  "数据来自 slawatch_ticket_full_resolution_seconds。",
     },
     "support.unanswered.title": {"en": "Unanswered tickets", "zh-CN": "未响应工单数"},
@@ -1164,8 +1164,9 @@ def _support_dashboard(config: Config, context: _Context) -> Dashboard:
                 f"/ sum by ({by}) (increase({total}[$__range]))")
 
     def range_quantile(histogram: str, quantile: str, name: str) -> Query:
-        expr = f"histogram_quantile({quantile}, sum by (channel, clock, le) (increase({histogram}[$__range])))"
-        return Query(expr, f"{name} {{{{channel}}}} {{{{clock}}}}")
+        expr = (f"histogram_quantile({quantile}, sum by (channel, priority, clock, le) "
+                f"(increase({histogram}[$__range])))")
+        return Query(expr, f"{name} {{{{channel}}}} / {{{{priority}}}} / {{{{clock}}}}")
 
     def first_response(quantile: str, name: str) -> Query:
         expr = f"histogram_quantile({quantile}, sum by (channel, le) (rate({buckets}[$__rate_interval])))"
