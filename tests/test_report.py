@@ -60,6 +60,12 @@ CERT_RENEWED = utc(2026, 11, 3)
 OLD_CERT_EXPIRY = utc(2026, 11, 20)
 NEW_CERT_EXPIRY = utc(2027, 1, 10)
 SERIES = [("shop", "eu"), ("shop", "us"), ("api", "eu")]
+# First-response histogram of email/normal tickets on both clocks: cumulative
+# counts per bound, all observed at TICKETS_OBSERVED. 6 of 10 first responses
+# took at most 1 hour on the calendar clock, 8 of 10 on the business clock.
+FIRST_RESPONSE_BOUNDS = ["600.0", "3600.0", "7200.0", "+Inf"]
+FIRST_RESPONSE_HISTOGRAMS = {"calendar": [2, 6, 9, 10], "business": [3, 8, 10, 10]}
+TICKETS_OBSERVED = utc(2026, 11, 15, 12)
 
 
 def sample_times(service: str) -> list[tuple[float, float]]:
@@ -127,6 +133,16 @@ def history() -> str:
                 value = 2.0 if (name == "processing" and location == "us" and in_window(at, SLOW_HOUR)) else normal
                 phase.append(f'{names.PROBE_HTTP_PHASE}{base},phase="{name}"}} {value} {at:.0f}')
 
+    tickets = []
+    for clock, cumulative_counts in FIRST_RESPONSE_HISTOGRAMS.items():
+        base = labels(channel="email", priority="normal", clock=clock)[:-1]
+        for at, _ in sample_times("shop"):
+            counts = cumulative_counts if at >= TICKETS_OBSERVED else [0] * len(cumulative_counts)
+            for bound, count in zip(FIRST_RESPONSE_BOUNDS, counts):
+                tickets.append(f'{names.TICKET_FIRST_RESPONSE}_bucket{base},le="{bound}"}} {count} {at:.0f}')
+            tickets.append(f"{names.TICKET_FIRST_RESPONSE}_count{base}}} {counts[-1]} {at:.0f}")
+            tickets.append(f"{names.TICKET_FIRST_RESPONSE}_sum{base}}} {counts[-1] * 3000} {at:.0f}")
+
     alert = labels(alertname="SLOErrorBudgetBurn", alertstate="firing", service="shop",
                    slo="shop-availability", severity="page")
     alerts = [f"ALERTS{alert} 1 {at:.0f}" for at, _ in sample_times("shop") if in_window(at, OUTAGE)]
@@ -140,6 +156,7 @@ def history() -> str:
             + family(names.PROBE_TRANSFER_SPEED, "histogram", transfer)
             + family(names.PROBE_HTTP_PHASE, "gauge", phase)
             + family(names.PROBE_SSL_EXPIRY, "gauge", expiry)
+            + family(names.TICKET_FIRST_RESPONSE, "histogram", tickets)
             + family("ALERTS", "gauge", alerts))
     return "\n".join(text) + "\n# EOF\n"
 
@@ -208,6 +225,8 @@ def month(tmp_path_factory):
                 {"name": "api-availability", "service": "api", "sli": "probe_availability", "objective": 99},
                 {"name": "search-availability", "service": "search", "sli": "probe_availability",
                  "objective": 99},
+                {"name": "email-first-response", "service": "support", "sli": "ticket_first_response",
+                 "objective": 90, "threshold": "1h", "channel": "email"},
             ],
         }
         config_path = write_config(workdir / "slawatch.yml", config)
@@ -260,6 +279,13 @@ def test_slo_attainment_matches_truth(report):
     assert availability.budget_spent == pytest.approx((120 / 86400) / 0.001, rel=1e-2)
     assert latency.status == "met"
     assert latency.attained == pytest.approx(1 - 60 / 86400, abs=RATIO_TOLERANCE)
+
+
+def test_ticket_slo_reads_calendar_clock(report):
+    result = slo(report, "email-first-response")
+
+    assert result.attained == pytest.approx(0.6, abs=RATIO_TOLERANCE)
+    assert result.status == "missed"
 
 
 def test_gap_reports_coverage_not_full_month(report):
@@ -321,7 +347,8 @@ def test_support_counts_are_exact(report):
     assert support["email"].p50 == 3000
     assert support["email"].p90 == 7200
     assert support["email"].backlog == 2
-    assert support["email"].business_share is None
+    assert support["email"].business_share == pytest.approx(0.8, abs=RATIO_TOLERANCE)
+    assert support["chat"].business_share is None
     assert support["chat"].created == 4
     assert support["chat"].within_kpi == 4
     assert (support["chat"].p50, support["chat"].p90) == (120, 240)
@@ -349,9 +376,9 @@ def test_month_over_month(report):
 
 @pytest.mark.parametrize(("locale", "phrases"), [
     ("en", ["Service performance report 2026-11", "missed", "not judged: data for 50.0% of the month",
-            "search: no probe data this month", "processing", "2h 00m", "not recorded"]),
+            "search: no probe data this month", "processing", "2h 00m", "not recorded", "80.0%"]),
     ("zh-CN", ["2026-11 服务质量月报", "未达成", "无法判定：仅有当月 50.0% 的数据", "search：本月没有探测数据",
-               "processing", "2h 00m", "未记录"]),
+               "processing", "2h 00m", "未记录", "80.0%"]),
 ])
 def test_report_files_in_locale(month, tmp_path, locale, phrases):
     config, url, _ = month

@@ -82,6 +82,7 @@ SLO_MATCHERS = 'service=~"$service", slo=~"$slo"'
 TICKET_MATCHERS = 'channel=~"$channel", priority=~"$priority"'
 # Ticket histograms also carry clock="calendar" or clock="business". A series without
 # the label matches clock=~".*", so the panels also work on exporters that do not set it.
+# NOTE: with $clock at "All", panels that do not group by clock add up both clocks.
 CLOCK_MATCHERS = TICKET_MATCHERS + ', clock=~"$clock"'
 # Step of the hourly consistency panels, so that the same hour on different days
 # can be compared across locations.
@@ -1136,15 +1137,15 @@ def _slo_table(context: _Context, key: str, values: dict[str, object], columns: 
 
 def _support_dashboard(config: Config, context: _Context) -> Dashboard:
     created = f"{names.TICKETS_CREATED_TOTAL}{{{TICKET_MATCHERS}}}"
-    responses = f"{names.TICKET_FIRST_RESPONSE}_count{{{TICKET_MATCHERS}}}"
-    buckets = f"{names.TICKET_FIRST_RESPONSE}_bucket{{{TICKET_MATCHERS}}}"
+    responses = f"{names.TICKET_FIRST_RESPONSE}_count{{{CLOCK_MATCHERS}}}"
+    buckets = f"{names.TICKET_FIRST_RESPONSE}_bucket{{{CLOCK_MATCHERS}}}"
     open_tickets = f"{names.TICKETS_OPEN}{{{TICKET_MATCHERS}}}"
     oldest = f"{names.TICKET_OLDEST_UNANSWERED}{{{TICKET_MATCHERS}}}"
     kpi = _first_response_kpi(config)
 
     def within(by: str, window: str) -> str:
         threshold, _ = kpi
-        good = f'{names.TICKET_FIRST_RESPONSE}_bucket{{{TICKET_MATCHERS}, le="{format_le(threshold)}"}}'
+        good = f'{names.TICKET_FIRST_RESPONSE}_bucket{{{CLOCK_MATCHERS}, le="{format_le(threshold)}"}}'
         function = "increase" if window == "$__range" else "rate"
         grouping = f" by ({by})" if by else ""
         return (f"sum{grouping} ({function}({good}[{window}])) "

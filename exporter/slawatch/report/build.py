@@ -244,6 +244,8 @@ def _slo_result(slo, prometheus: Prometheus, period: Period, services: dict[str,
     else:
         matchers = [f'{label}="{value}"' for label, value in (("channel", slo.channel), ("priority", slo.priority))
                     if value]
+        # The calendar clock, or no clock label on exporters that record only one clock.
+        matchers.append('clock=~"calendar|"')
         attained = queries.share_within(prometheus, period, names.TICKET_FIRST_RESPONSE, ", ".join(matchers),
                                         slo.threshold)
         coverage = None
