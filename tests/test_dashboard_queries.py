@@ -1,13 +1,13 @@
 """Every panel query of every generated dashboard, run against a real Prometheus.
 
-An HTTPS server on loopback stands in for two services: "shop" always answers
-200 and "api" answers 500 to every second request, so failures, status codes
+An HTTPS server on loopback represents two services: "shop" always returns
+200 and "api" returns 500 to every second request, so failures, status codes
 and an SLO burn-rate alert exist. The exporter probes both every second and
 receives ticket events; Prometheus scrapes it every second and evaluates the
 generated rules. Each panel query then runs with the template variables
 replaced, and must return no error and at least one series.
 
-Exceptions, decided per query and printed in the failure message:
+Exceptions, decided per query and printed by the test (pytest -s shows them):
 
 - PENDING_METRICS are dashboard inputs that this exporter build does not
   export yet. A query that reads one of them, and that metric is missing from
@@ -233,7 +233,7 @@ def stack(tmp_path_factory):
         target.shutdown()
 
 
-def wait_for_result(prometheus: str, expr: str, what: str, timeout: float = DATA_TIMEOUT) -> list:
+def wait_for_result(prometheus: str, expr: str, description: str, timeout: float = DATA_TIMEOUT) -> list:
     deadline = time.monotonic() + timeout
     body: dict = {}
     while time.monotonic() < deadline:
@@ -241,7 +241,7 @@ def wait_for_result(prometheus: str, expr: str, what: str, timeout: float = DATA
         if body.get("status") == "success" and body["data"]["result"]:
             return body["data"]["result"]
         time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} ({expr}); last response {body}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {description} ({expr}); last response {body}")
 
 
 def run_target(prometheus: str, target: dict) -> dict:

@@ -5,7 +5,7 @@ them into TSDB blocks, and a real Prometheus serves them. The ticket store is
 filled through TicketStore.ingest. The truth the checks use:
 
 - shop probes from eu and us, 15 probes per 15 minutes in November (one per
-  minute); in October only on the last two days, sampled hourly. eu fails every probe on
+  minute). October has probes only on its last two days, sampled hourly. eu fails every probe on
   2026-11-10 02:00-04:00 (120 failures of 86400 probes), and an alert series
   fires for those two hours. us answers in (0.25, 0.5] s, eu in (0.1, 0.25] s,
   except 2026-11-20 14:00-15:00 when us takes (1, 2.5] s because the
@@ -323,7 +323,7 @@ def test_worst_periods_name_the_phase_that_moved(report):
     assert 1.0 <= slow.p90 <= 2.5
     assert slow.moved == "processing"
     assert by_start[OUTAGE[0]].moved is None
-    # api never failed and its latency never changed, so no hour stands out.
+    # api never failed and its latency never changed, so no hour qualifies.
     assert [period for period in report.worst if period.service == "api"] == []
 
 
