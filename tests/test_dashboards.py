@@ -20,17 +20,20 @@ from slawatch.generate.dashboards import build_dashboards, render_dashboard, wri
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = Path(os.environ.get("SLAWATCH_GRAFANA_SCHEMA_DIR", REPO.parent / "shared" / "grafana-jsonschema"))
 
-DASHBOARD_FILES = ("slawatch-overview.json", "slawatch-slo.json", "slawatch-support.json")
+DASHBOARD_FILES = ("slawatch-overview.json", "slawatch-service.json", "slawatch-slo.json", "slawatch-support.json")
 EXPECTED_VARIABLES = {
     "slawatch-overview.json": ["datasource", "service", "location"],
+    "slawatch-service.json": ["datasource", "service", "location"],
     "slawatch-slo.json": ["datasource", "service", "slo"],
-    "slawatch-support.json": ["datasource", "channel", "priority"],
+    "slawatch-support.json": ["datasource", "channel", "priority", "clock"],
 }
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 ALLOWED_PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "table", "state-timeline", "text"}
 RANGE_FUNCTIONS = {"rate", "increase"}
+# Functions that may take a range of a gauge. Counters still belong in rate or increase.
+GAUGE_RANGE_FUNCTIONS = {"avg_over_time", "max_over_time", "min_over_time"}
 COUNTER_SUFFIXES = ("_total", "_count", "_bucket")
-HISTOGRAMS = (names.PROBE_DURATION, names.TICKET_FIRST_RESPONSE)
+HISTOGRAMS = (names.PROBE_DURATION, names.TICKET_FIRST_RESPONSE, names.PROBE_TRANSFER_SPEED, names.TICKET_RESOLUTION)
 
 # Values that Grafana substitutes for its built-in variables, so that promql_parser
 # parses a query as Prometheus receives it. Other variables become ".*".
@@ -94,7 +97,8 @@ def selectors(node, function: str | None = None) -> list[tuple[str, str | None, 
     """
     if isinstance(node, (promql_parser.VectorSelector, promql_parser.MatrixSelector)):
         return [(selector_name(node), function, node)]
-    inner = node.func.name if isinstance(node, promql_parser.Call) and node.func.name in RANGE_FUNCTIONS else None
+    range_functions = RANGE_FUNCTIONS | GAUGE_RANGE_FUNCTIONS
+    inner = node.func.name if isinstance(node, promql_parser.Call) and node.func.name in range_functions else None
     found = []
     for child in children(node):
         found += selectors(child, inner)
@@ -287,6 +291,9 @@ def lint_range_windows(dashboard: dict) -> list[str]:
         for name, function, node in selectors(parse(target["expr"])):
             if function is None and isinstance(node, promql_parser.MatrixSelector):
                 problems.append(f"{where}: range selector of {name} outside rate/increase")
+            elif function in GAUGE_RANGE_FUNCTIONS and not target["instant"]:
+                # avg_over_time and its kin summarize the whole time range ($__range) in an instant query.
+                problems.append(f"{where}: {function} of {name} in a range query")
     return problems
 
 
@@ -294,7 +301,7 @@ def lint_counters_in_rate(dashboard: dict) -> list[str]:
     problems = []
     for panel, target in targets_of(dashboard):
         for name, function, _ in selectors(parse(target["expr"])):
-            if name.endswith(COUNTER_SUFFIXES) and function is None:
+            if name.endswith(COUNTER_SUFFIXES) and function not in RANGE_FUNCTIONS:
                 problems.append(f"{panel['title']} {target['refId']}: counter {name} outside rate/increase")
     return problems
 
@@ -527,4 +534,4 @@ def test_support_without_kpi_omits_share_panels():
     exprs = "\n".join(all_exprs(dashboard))
 
     assert 'le="' not in exprs
-    assert len(panels_of(dashboard)) == len(panels_of(DASHBOARDS["slawatch-support.json"])) - 3
+    assert len(panels_of(dashboard)) == len(panels_of(DASHBOARDS["slawatch-support.json"])) - 4

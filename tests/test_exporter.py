@@ -411,3 +411,27 @@ async def test_healthy_and_metrics_health(make_client):
     assert healthy.status == 200
     assert metrics[("slawatch_config_last_reload_successful", ())] == 1
     assert ("slawatch_build_info", (("version", "0.1.0"),)) in metrics
+
+
+def test_http_responses_counted_by_code():
+    from slawatch.probers.result import ProbeResult
+    from slawatch.scheduler import ProbeMetrics
+
+    registry = CollectorRegistry()
+    metrics = ProbeMetrics(registry, [0.1, 1.0])
+    labels = ("web", "http_2xx", "test")
+    metrics.register_target(labels)
+    metrics.observe(labels, ProbeResult(success=True, duration=0.01, status_code=200))
+    metrics.observe(labels, ProbeResult(success=False, duration=0.01, reason="http_status", status_code=503))
+    metrics.observe(labels, ProbeResult(success=False, duration=0.01, reason="connect"))
+    code_labels = {"service": "web", "module": "http_2xx", "location": "test"}
+
+    assert registry.get_sample_value("slawatch_probe_http_responses_total", {**code_labels, "code": "200"}) == 1
+    assert registry.get_sample_value("slawatch_probe_http_responses_total", {**code_labels, "code": "503"}) == 1
+    # A probe without a response has no code, so it adds no series.
+    assert registry.get_sample_value("slawatch_probe_http_responses_total", {**code_labels, "code": "0"}) is None
+
+    metrics.remove_target(labels)
+
+    assert registry.get_sample_value("slawatch_probe_http_responses_total", {**code_labels, "code": "200"}) is None
+    assert registry.get_sample_value("slawatch_probe_http_responses_total", {**code_labels, "code": "503"}) is None

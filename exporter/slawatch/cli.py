@@ -1,4 +1,4 @@
-"""The `slawatch` command: serve, generate, check and stack."""
+"""The `slawatch` command: serve, generate, check, stack and report."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ TEXT = Catalog({
                                 "config, or set {env}",
                           "zh-CN": "没有公告令牌：请传入 --token-file、在配置中设置 status.announce_token_file，"
                                    "或设置环境变量 {env}"},
+    "report.wrote": {"en": "Wrote {path}", "zh-CN": "已写入 {path}"},
+    "report.failed": {"en": "The report was not written: {error}", "zh-CN": "未生成报告：{error}"},
     "serve.listening": {"en": "slawatch {version} listening on {scheme}://{address}",
                         "zh-CN": "slawatch {version} 正在监听 {scheme}://{address}"},
 })
@@ -276,6 +278,24 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return run_stack(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import Period, ReportError, write_report
+
+    config = _load_or_report(args.config_file)
+    if config is None:
+        return 1
+    locale = args.locale or locale_from(config)
+    try:
+        paths = write_report(config, args.prometheus, Period.parse(args.month), locale, Path(args.out),
+                             pdf=args.pdf)
+    except ReportError as error:
+        print(TEXT.get("report.failed", locale, error=error), file=sys.stderr)
+        return 1
+    for path in paths:
+        print(TEXT.get("report.wrote", locale, path=path))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slawatch", description="Service-quality and support-latency monitoring "
                                                                   "for Prometheus, Alertmanager and Grafana.")
@@ -338,6 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--repo-dir", default=".", help="slawatch checkout holding prometheus/, alertmanager/, rules/")
     stack.add_argument("--data-dir", default=".stack", help="directory for Prometheus, Alertmanager and ticket data")
     stack.set_defaults(func=cmd_stack)
+
+    report = commands.add_parser("report", help="write the monthly service report as HTML and Markdown")
+    add_config(report)
+    report.add_argument("--month", required=True, help="calendar month in UTC, YYYY-MM, for example 2026-11")
+    report.add_argument("--prometheus", default="http://127.0.0.1:9090",
+                        help="base URL of the Prometheus HTTP API (default http://127.0.0.1:9090)")
+    report.add_argument("--locale", choices=list(LOCALES), default=None,
+                        help="language of the report (default: SLAWATCH_LOCALE, then global.locale)")
+    report.add_argument("--out", default="reports", help="directory that receives the report and its charts")
+    report.add_argument("--pdf", action="store_true",
+                        help="also print the HTML to PDF with headless Chromium (Debian package chromium)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

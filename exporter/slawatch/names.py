@@ -15,6 +15,9 @@ PROBE_SSL_EXPIRY = "slawatch_probe_ssl_earliest_cert_expiry"
 PROBE_SKIPPED_TOTAL = "slawatch_probe_skipped_total"
 # Also labelled reason; summing over reason gives PROBE_FAILURES_TOTAL.
 PROBE_FAILURE_REASONS_TOTAL = "slawatch_probe_failure_reasons_total"
+# HTTP responses of scheduled probes, with the status code in the label code.
+PROBE_HTTP_RESPONSES_TOTAL = "slawatch_probe_http_responses_total"
+# Response body size divided by the transfer phase, in bytes per second.
 PROBE_TRANSFER_SPEED = "slawatch_probe_transfer_bytes_per_second"
 
 # Support tickets, labelled channel, priority.
@@ -23,6 +26,12 @@ TICKET_FIRST_RESPONSE = "slawatch_ticket_first_response_seconds"
 TICKETS_OPEN = "slawatch_tickets_open"
 TICKET_OLDEST_UNANSWERED = "slawatch_ticket_oldest_unanswered_age_seconds"
 TICKET_EVENTS_TOTAL = "slawatch_ticket_events_total"
+# Labelled source, team, channel, priority and clock (calendar or business).
+TICKET_RESOLUTION = "slawatch_ticket_full_resolution_seconds"
+# First responses, with responder="human" or "automation".
+TICKET_FIRST_RESPONSES_TOTAL = "slawatch_ticket_first_responses_total"
+# Open tickets that have no first response yet.
+TICKETS_UNANSWERED = "slawatch_tickets_unanswered"
 
 # Exporter health.
 CONFIG_LAST_RELOAD_SUCCESS = "slawatch_config_last_reload_successful"

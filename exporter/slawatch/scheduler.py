@@ -58,6 +58,11 @@ class ProbeMetrics:
                               LABELS, registry=registry)
         self.phase = Gauge(names.PROBE_HTTP_PHASE, "Duration of each HTTP phase of the last scheduled probe.",
                            LABELS + ("phase",), registry=registry)
+        self.http_responses = Counter(names.PROBE_HTTP_RESPONSES_TOTAL.removesuffix("_total"),
+                                      "HTTP responses of scheduled probes by status code.",
+                                      LABELS + ("code",), registry=registry)
+        # Status codes seen per target, so that remove_target can drop their series.
+        self._codes: dict[tuple[str, str, str], set[str]] = {}
         self.cert_expiry = Gauge(names.PROBE_SSL_EXPIRY,
                                  "Unix time when the earliest certificate of the last scheduled probe expires.",
                                  LABELS, registry=registry)
@@ -83,6 +88,8 @@ class ProbeMetrics:
                 pass
         for reason in self._reasons.pop(labels, ()):
             self.failure_reasons.remove(*labels, reason)
+        for code in self._codes.pop(labels, set()):
+            self.http_responses.remove(*labels, code)
 
     def observe(self, labels: tuple[str, str, str], result: ProbeResult) -> None:
         self.probes.labels(*labels).inc()
@@ -96,6 +103,10 @@ class ProbeMetrics:
         self.duration.labels(*labels).observe(result.duration)
         self.success.labels(*labels).set(1 if result.success else 0)
         self.last_run.labels(*labels).set(time.time())
+        if result.status_code:
+            code = str(result.status_code)
+            self.http_responses.labels(*labels, code).inc()
+            self._codes.setdefault(labels, set()).add(code)
         for phase in PHASES:
             if phase in result.phases:
                 self.phase.labels(*labels, phase).set(result.phases[phase])

@@ -55,6 +55,7 @@ DASHBOARDS_DIR = "dashboards"
 OVERVIEW_UID = "slawatch-overview"
 SLO_UID = "slawatch-slo"
 SUPPORT_UID = "slawatch-support"
+SERVICE_UID = "slawatch-service"
 
 # The schemaVersion written into every dashboard. Grafana runs its migrations
 # for any version older than its own when it loads a dashboard.
@@ -79,6 +80,13 @@ CERT_CRITICAL_DAYS = 14
 PROBE_MATCHERS = 'service=~"$service", location=~"$location"'
 SLO_MATCHERS = 'service=~"$service", slo=~"$slo"'
 TICKET_MATCHERS = 'channel=~"$channel", priority=~"$priority"'
+# Ticket histograms also carry clock="calendar" or clock="business". A series without
+# the label matches clock=~".*", so the panels also work on exporters that do not set it.
+# NOTE: with $clock at "All", panels that do not group by clock add up both clocks.
+CLOCK_MATCHERS = TICKET_MATCHERS + ', clock=~"$clock"'
+# Step of the hourly consistency panels, so that the same hour on different days
+# can be compared across locations.
+HOURLY = "1h"
 
 TEXT = Catalog({
     # Variables and links.
@@ -178,7 +186,7 @@ TEXT = Catalog({
     "slo.table.title": {"en": "SLO status", "zh-CN": "SLO 状态"},
     "slo.table.description": {
         "en": "One row per SLO, lowest error budget remaining first: the objective, the SLI over the "
-              "SLO window ({windows}) and the share of the error budget left.",
+              "SLO window ({windows}), and the share of the error budget left.",
         "zh-CN": "每个 SLO 一行，剩余错误预算最少的排在最前：目标、SLO 窗口（{windows}）内的 SLI 以及剩余错误预算比例。",
     },
     "slo.column.service": {"en": "Service", "zh-CN": "服务"},
@@ -310,6 +318,183 @@ TEXT = Catalog({
         "en": "Ticket intake per channel in tickets per hour, over a sliding window of $__rate_interval.",
         "zh-CN": "各渠道的新建工单速率（每小时工单数），按 $__rate_interval 滑动窗口计算。",
     },
+
+    # Overview dashboard: transfer, status codes, failure reasons and consistency.
+    "overview.transfer.title": {"en": "Transfer speed p10 and p50", "zh-CN": "传输速度 p10 与 p50"},
+    "overview.transfer.description": {
+        "en": "10th percentile and median of the response transfer speed (body bytes divided by the "
+              "transfer phase) per service and location, from the slawatch_probe_transfer_bytes_per_second "
+              "buckets over $__rate_interval. The low percentile shows the slow transfers.",
+        "zh-CN": "每个服务和探测位置响应传输速度（响应体字节数除以传输阶段耗时）的第 10 百分位数和中位数，"
+                 "根据 slawatch_probe_transfer_bytes_per_second 的桶按 $__rate_interval 估算。低分位数反映慢速传输。",
+    },
+    "overview.status_codes.title": {"en": "HTTP status codes", "zh-CN": "HTTP 状态码"},
+    "overview.status_codes.description": {
+        "en": "HTTP responses of the scheduled probes per second, per service and status code, over "
+              "$__rate_interval. Probes that got no response (DNS, connect, TLS or timeout failures) "
+              "have no status code and appear under failure reasons.",
+        "zh-CN": "定时探测每秒收到的 HTTP 响应数（按服务和状态码），按 $__rate_interval 计算。"
+                 "未收到响应的探测（DNS、连接、TLS 失败或超时）没有状态码，见失败原因面板。",
+    },
+    "overview.failure_reasons.title": {"en": "Failure reasons in the time range", "zh-CN": "所选时间范围内的失败原因"},
+    "overview.failure_reasons.description": {
+        "en": "Failed scheduled probes in the selected time range, per service, location and reason "
+              "(dns, connect, tls, http_status, timeout and others).",
+        "zh-CN": "所选时间范围内失败的定时探测次数（按服务、探测位置和原因：dns、connect、tls、http_status、timeout 等）。",
+    },
+    "overview.location_availability.title": {
+        "en": "Availability by location in the time range", "zh-CN": "所选时间范围内各探测位置的可用性"},
+    "overview.location_availability.description": {
+        "en": "Share of successful scheduled probes in the selected time range per location, over the "
+              "selected services. A location far below the others points to a regional problem.",
+        "zh-CN": "所选时间范围内各探测位置（所选服务汇总）定时探测成功的比例。某位置明显低于其他位置说明存在区域性问题。",
+    },
+    "overview.location_latency.title": {
+        "en": "p90 latency by location in the time range", "zh-CN": "所选时间范围内各探测位置的 p90 延迟"},
+    "overview.location_latency.description": {
+        "en": "90th percentile of the scheduled probe duration in the selected time range per service "
+              "and location, estimated from the histogram buckets.",
+        "zh-CN": "所选时间范围内每个服务和探测位置定时探测耗时的第 90 百分位数，根据直方图的桶估算。",
+    },
+    "overview.hourly.title": {"en": "Hourly p90 latency by location", "zh-CN": "各探测位置每小时 p90 延迟"},
+    "overview.hourly.description": {
+        "en": "90th percentile of the probe duration per location in steps of one hour. Over several "
+              "days the same hour repeats, so the panel shows whether quality depends on the time of day "
+              "and whether the locations differ at the same hour.",
+        "zh-CN": "各探测位置按每小时计算的探测耗时第 90 百分位数。跨越多天时同一小时反复出现，"
+                 "可以看出服务质量是否随一天中的时段变化，以及同一时段各位置是否存在差异。",
+    },
+    "overview.spread.title": {"en": "Latency spread between locations", "zh-CN": "各探测位置间的延迟差"},
+    "overview.spread.description": {
+        "en": "Per service, the highest minus the lowest p90 probe duration of its locations over "
+              "$__rate_interval. Zero means all locations see the same latency; a single location "
+              "shows zero.",
+        "zh-CN": "每个服务在各探测位置中最高与最低 p90 探测耗时之差（按 $__rate_interval 计算）。"
+                 "为零表示各位置延迟相同；只有一个位置时也为零。",
+    },
+
+    # Service drill-down dashboard.
+    "service.title": {"en": "slawatch service drill-down", "zh-CN": "slawatch 服务详情"},
+    "service.description": {
+        "en": "Where the time of a probe goes, per service and location: HTTP phases, latency, "
+              "transfer speed, failures and TLS.",
+        "zh-CN": "按服务和探测位置展示探测耗时的构成：HTTP 各阶段、延迟、传输速度、失败情况和 TLS。",
+    },
+    "service.phases_stacked.title": {"en": "HTTP phase breakdown", "zh-CN": "HTTP 各阶段耗时构成"},
+    "service.phases_stacked.description": {
+        "en": "Average duration of each HTTP phase of the scheduled probes over the selected services "
+              "and locations, stacked: resolve (DNS), connect (TCP), tls (handshake), processing (until "
+              "the first response byte) and transfer (reading the body). The top of the stack is the "
+              "time to the full response; the band that grows in a slow period is where the time went.",
+        "zh-CN": "所选服务和探测位置定时探测各 HTTP 阶段的平均耗时（堆叠）：resolve（DNS 解析）、connect（TCP 连接）、"
+                 "tls（握手）、processing（至首个响应字节）和 transfer（读取响应体）。堆叠顶部为完整响应耗时；"
+                 "慢速时段中变宽的那一层就是耗时增加的环节。",
+    },
+    "service.phases_location.title": {
+        "en": "HTTP phases by location in the time range", "zh-CN": "所选时间范围内各探测位置的 HTTP 阶段耗时"},
+    "service.phases_location.description": {
+        "en": "Average duration of each HTTP phase per location over the selected time range, so the "
+              "locations can be compared phase by phase.",
+        "zh-CN": "所选时间范围内各探测位置每个 HTTP 阶段的平均耗时，便于逐阶段比较各位置。",
+    },
+    "service.latency.title": {"en": "Latency p50 and p99 by location", "zh-CN": "各探测位置的 p50 与 p99 延迟"},
+    "service.latency.description": {
+        "en": "Median and 99th percentile of the scheduled probe duration per location, estimated "
+              "from the histogram buckets over $__rate_interval.",
+        "zh-CN": "各探测位置定时探测耗时的中位数和第 99 百分位数，根据直方图的桶按 $__rate_interval 估算。",
+    },
+    "service.availability.title": {"en": "Availability by location", "zh-CN": "各探测位置的可用性"},
+    "service.availability.description": {
+        "en": "Share of successful scheduled probes per location over $__rate_interval.",
+        "zh-CN": "各探测位置定时探测成功的比例，按 $__rate_interval 计算。",
+    },
+    "service.transfer.title": {"en": "Transfer speed p50 by location", "zh-CN": "各探测位置的传输速度 p50"},
+    "service.transfer.description": {
+        "en": "Median response transfer speed per location, from the "
+              "slawatch_probe_transfer_bytes_per_second buckets over $__rate_interval.",
+        "zh-CN": "各探测位置响应传输速度的中位数，根据 slawatch_probe_transfer_bytes_per_second 的桶按 "
+                 "$__rate_interval 估算。",
+    },
+    "service.failures.title": {"en": "Failures by location and reason", "zh-CN": "各探测位置的失败原因"},
+    "service.failures.description": {
+        "en": "Failed scheduled probes per second, per location and reason, over $__rate_interval.",
+        "zh-CN": "各探测位置每秒失败的定时探测数（按原因），按 $__rate_interval 计算。",
+    },
+    "service.tls_handshake.title": {"en": "TLS handshake time by location", "zh-CN": "各探测位置的 TLS 握手耗时"},
+    "service.tls_handshake.description": {
+        "en": "Duration of the TLS handshake of the last scheduled probe per location. Targets probed "
+              "over plain HTTP have no tls phase and do not appear.",
+        "zh-CN": "各探测位置最近一次定时探测的 TLS 握手耗时。通过明文 HTTP 探测的目标没有 tls 阶段，不会显示。",
+    },
+    "service.cert.title": {"en": "Certificate expiry by location", "zh-CN": "各探测位置看到的证书剩余有效期"},
+    "service.cert.description": {
+        "en": "Days until the earliest certificate of the chain that each location received expires. "
+              "Different values per location mean the locations reach different certificates. "
+              "Red below {critical} days, orange below {warning} days.",
+        "zh-CN": "各探测位置收到的证书链中最早过期证书的剩余天数。不同位置数值不同说明各位置访问到了不同的证书。"
+                 "少于 {critical} 天显示为红色，少于 {warning} 天显示为橙色。",
+    },
+
+    # SLO table columns added to the SLO status table.
+    "slo.column.burn": {"en": "Burn rate {window}", "zh-CN": "消耗速率 {window}"},
+    "slo.column.alerts": {"en": "Firing alerts", "zh-CN": "触发中的告警"},
+    "slo.burn_table.title": {"en": "SLO burn rate and alert state", "zh-CN": "SLO 消耗速率与告警状态"},
+    "slo.burn_table.description": {
+        "en": "One row per SLO, fastest burn first: the burn rate over {window} (error ratio divided by "
+              "the error budget) and the number of its firing SLO alerts, 0 when none fires.",
+        "zh-CN": "每个 SLO 一行，消耗最快的排在最前：{window} 窗口内的消耗速率（错误率除以错误预算）"
+                 "以及正在触发的 SLO 告警数，无告警时为 0。",
+    },
+
+    # Support dashboard: clocks, resolution, backlog and automation.
+    "variable.clock": {"en": "Clock", "zh-CN": "计时方式"},
+    "support.within_clock.title": {
+        "en": "Answered within {threshold} by channel, priority and clock",
+        "zh-CN": "各渠道、优先级和计时方式的 {threshold} 内首次响应率",
+    },
+    "support.within_clock.description": {
+        "en": "Share of first responses in the selected time range that took at most {threshold}, per "
+              "channel, priority and clock: calendar counts every hour, business counts only the "
+              "support calendar's working hours. Red below the objective, {objective}.",
+        "zh-CN": "所选时间范围内首次响应不超过 {threshold} 的比例（按渠道、优先级和计时方式）："
+                 "calendar 计算全部时间，business 只计算客服日历的工作时间。低于目标 {objective} 时显示为红色。",
+    },
+    "support.first_response_clock.title": {
+        "en": "First-response time p50 and p90 by channel, priority and clock",
+        "zh-CN": "各渠道、优先级和计时方式的首次响应时间 p50 与 p90",
+    },
+    "support.first_response_clock.description": {
+        "en": "Median and 90th percentile of the first-response time in the selected time range per "
+              "channel, priority and clock, estimated from the histogram buckets.",
+        "zh-CN": "所选时间范围内各渠道、优先级和计时方式首次响应时间的中位数和第 90 百分位数，根据直方图的桶估算。",
+    },
+    "support.resolution.title": {
+        "en": "Resolution time p50 and p90 by channel, priority and clock",
+        "zh-CN": "各渠道、优先级和计时方式的解决时间 p50 与 p90",
+    },
+    "support.resolution.description": {
+        "en": "Median and 90th percentile of the time from creation to the final resolution, in the "
+              "selected time range per channel, priority and clock, from slawatch_ticket_full_resolution_seconds.",
+        "zh-CN": "所选时间范围内各渠道、优先级和计时方式从创建到最终解决耗时的中位数和第 90 百分位数，"
+                 "数据来自 slawatch_ticket_full_resolution_seconds。",
+    },
+    "support.unanswered.title": {"en": "Unanswered tickets", "zh-CN": "未响应工单数"},
+    "support.unanswered.description": {
+        "en": "Open tickets that have no first response yet: the first-response backlog.",
+        "zh-CN": "尚未首次响应的未关闭工单数，即首次响应积压。",
+    },
+    "support.automation.title": {"en": "First answered by automation", "zh-CN": "由自动化首次响应的比例"},
+    "support.automation.description": {
+        "en": "Share of the first responses in the selected time range that came from automation (for "
+              "example an auto-reply or a bot) instead of a person, per channel.",
+        "zh-CN": "所选时间范围内首次响应来自自动化（如自动回复或机器人）而非人工的比例（按渠道）。",
+    },
+    "support.backlog_trend.title": {"en": "Backlog by channel", "zh-CN": "各渠道积压工单"},
+    "support.backlog_trend.description": {
+        "en": "Open tickets (solid) and open tickets without a first response (unanswered) per channel "
+              "over time.",
+        "zh-CN": "各渠道未关闭工单数与其中尚未首次响应的工单数（unanswered）随时间的变化。",
+    },
 })
 
 
@@ -322,6 +507,7 @@ def build_dashboards(config: Config) -> dict[str, dict]:
         f"{OVERVIEW_UID}.json": _overview_dashboard,
         f"{SLO_UID}.json": _slo_dashboard,
         f"{SUPPORT_UID}.json": _support_dashboard,
+        f"{SERVICE_UID}.json": _service_dashboard,
     }
     dashboards = {}
     for file_name, build in builders.items():
@@ -380,6 +566,8 @@ class Query:
 
     expr: str
     legend: str = ""
+    # Minimum step of the query, such as "1h"; empty for the panel's default.
+    interval: str = ""
 
 
 def _targets(queries: list[Query], instant: bool, table: bool = False) -> list[Target]:
@@ -387,6 +575,7 @@ def _targets(queries: list[Query], instant: bool, table: bool = False) -> list[T
         Target(
             expr=query.expr,
             legendFormat=query.legend,
+            interval=query.interval,
             refId=chr(ord("A") + index),
             instant=instant,
             format="table" if table else "time_series",
@@ -435,7 +624,7 @@ def _panel_texts(context: _Context, key: str, values: dict[str, object]) -> dict
 def _timeseries(context: _Context, key: str, queries: list[Query], unit: str, width: int, height: int = 8,
                 values: dict[str, object] | None = None, thresholds: list[dict] | None = None,
                 threshold_line: bool = False, min_value: int | None = None, max_value: int | None = None,
-                repeat: Repeat | None = None) -> TimeSeries:
+                repeat: Repeat | None = None, stacked: bool = False) -> TimeSeries:
     return TimeSeries(
         **_panel_texts(context, key, values or {}),
         dataSource=DATASOURCE,
@@ -446,13 +635,14 @@ def _timeseries(context: _Context, key: str, queries: list[Query], unit: str, wi
         valueMax=max_value,
         thresholds=thresholds or _steps("green"),
         thresholdsStyleMode="line" if threshold_line else "off",
-        fillOpacity=10,
         showPoints="never",
         tooltipMode="multi",
         tooltipSort="desc",
         legendDisplayMode="table",
         legendCalcs=["lastNotNull", "min", "max"],
         repeat=repeat or Repeat(),
+        stacking={"mode": "normal", "group": "A"} if stacked else {},
+        fillOpacity=60 if stacked else 10,
         maxDataPoints=None,
         extraJson={"options": {"legend": {"showLegend": True}}},
     )
@@ -667,6 +857,7 @@ def _dashboard(context: _Context, uid: str, key: str, variables: list[Template],
 def _overview_dashboard(config: Config, context: _Context) -> Dashboard:
     probes = f"{names.PROBES_TOTAL}{{{PROBE_MATCHERS}}}"
     failures = f"{names.PROBE_FAILURES_TOTAL}{{{PROBE_MATCHERS}}}"
+    reasons = f"{names.PROBE_FAILURE_REASONS_TOTAL}{{{PROBE_MATCHERS}}}"
     buckets = f"{names.PROBE_DURATION}_bucket{{{PROBE_MATCHERS}}}"
     objective = _availability_objective(config)
     longest_interval = max((target.interval for target in config.targets), default=0.0)
@@ -685,6 +876,14 @@ def _overview_dashboard(config: Config, context: _Context) -> Dashboard:
         expr = f"histogram_quantile({quantile}, sum by (service, location, le) (rate({buckets}[$__rate_interval])))"
         return Query(expr, f"{name} {service_location}")
 
+    def transfer(quantile: str, name: str) -> Query:
+        expr = (f"histogram_quantile({quantile}, sum by (service, location, le) "
+                f"(rate({transfer_buckets}[$__rate_interval])))")
+        return Query(expr, f"{name} {service_location}")
+
+    transfer_buckets = f"{names.PROBE_TRANSFER_SPEED}_bucket{{{PROBE_MATCHERS}}}"
+    p90_by_location = (f"histogram_quantile(0.9, sum by (service, location, le) "
+                       f"(rate({buckets}[$__rate_interval])))")
     panels = [
         _stat(context, "overview.availability_range",
               [Query(availability("service", "$__range"), "{{service}}")],
@@ -720,6 +919,32 @@ def _overview_dashboard(config: Config, context: _Context) -> Dashboard:
                         [Query(f'probe_success{{job="{BLACKBOX_JOB}"}}', "{{instance}}")],
                         unit="bool", width=24, height=6, values={"job": BLACKBOX_JOB},
                         mappings=_up_down_mappings(context)),
+        _timeseries(context, "overview.transfer", [transfer("0.1", "p10"), transfer("0.5", "p50")],
+                    unit="Bps", width=12, min_value=0),
+        _timeseries(context, "overview.status_codes",
+                    [Query(f"sum by (service, code) (rate({names.PROBE_HTTP_RESPONSES_TOTAL}{{{PROBE_MATCHERS}}}"
+                           f"[$__rate_interval]))", "{{service}} {{code}}")],
+                    unit="reqps", width=12, min_value=0),
+        _bar_gauge(context, "overview.failure_reasons",
+                   [Query(f"sum by (service, location, reason) (increase({reasons}[$__range])) > 0",
+                          "{{service}} {{location}} {{reason}}")],
+                   unit="short", width=12, min_value=0, thresholds=_steps("orange")),
+        _bar_gauge(context, "overview.location_availability",
+                   [Query(availability("location", "$__range"), "{{location}}")],
+                   unit="percentunit", width=12, max_value=1, values={"objective": _percent(objective)},
+                   thresholds=_steps("red", (objective / 100, "green"))),
+        _bar_gauge(context, "overview.location_latency",
+                   [Query(f"histogram_quantile(0.9, sum by (service, location, le) (increase({buckets}[$__range])))",
+                          service_location)],
+                   unit="s", width=12, min_value=0),
+        _timeseries(context, "overview.hourly",
+                    [Query(f"histogram_quantile(0.9, sum by (location, le) (rate({buckets}[$__rate_interval])))",
+                           "{{location}}", interval=HOURLY)],
+                    unit="s", width=12, min_value=0),
+        _timeseries(context, "overview.spread",
+                    [Query(f"max by (service) ({p90_by_location}) - min by (service) ({p90_by_location})",
+                           "{{service}}")],
+                    unit="s", width=12, min_value=0),
         # Placed last: Grafana adds one copy per selected service to the right and below.
         _timeseries(context, "overview.phases",
                     [Query(f"max by (location, phase) ({names.PROBE_HTTP_PHASE}{{{PROBE_MATCHERS}}})",
@@ -732,6 +957,65 @@ def _overview_dashboard(config: Config, context: _Context) -> Dashboard:
         _query_variable(context, "location", f'label_values({names.PROBES_TOTAL}{{service=~"$service"}}, location)'),
     ]
     return _dashboard(context, OVERVIEW_UID, "overview", variables, panels, time_from="now-6h")
+
+
+# --- service drill-down dashboard ------------------------------------------------------
+
+
+def _service_dashboard(config: Config, context: _Context) -> Dashboard:
+    probes = f"{names.PROBES_TOTAL}{{{PROBE_MATCHERS}}}"
+    failures = f"{names.PROBE_FAILURES_TOTAL}{{{PROBE_MATCHERS}}}"
+    reasons = f"{names.PROBE_FAILURE_REASONS_TOTAL}{{{PROBE_MATCHERS}}}"
+    buckets = f"{names.PROBE_DURATION}_bucket{{{PROBE_MATCHERS}}}"
+    transfer_buckets = f"{names.PROBE_TRANSFER_SPEED}_bucket{{{PROBE_MATCHERS}}}"
+    phases = f"{names.PROBE_HTTP_PHASE}{{{PROBE_MATCHERS}}}"
+    objective = _availability_objective(config)
+
+    def latency(quantile: str, name: str) -> Query:
+        expr = f"histogram_quantile({quantile}, sum by (location, le) (rate({buckets}[$__rate_interval])))"
+        return Query(expr, f"{name} {{{{location}}}}")
+
+    failed = f"rate({failures}[$__rate_interval]) or 0 * rate({probes}[$__rate_interval])"
+    panels = [
+        _timeseries(context, "service.phases_stacked",
+                    [Query(f"avg by (phase) ({phases})", "{{phase}}")],
+                    unit="s", width=12, min_value=0, stacked=True),
+        _bar_gauge(context, "service.phases_location",
+                   [Query(f"avg by (location, phase) (avg_over_time({phases}[$__range]))",
+                          "{{location}} {{phase}}")],
+                   unit="s", width=12, min_value=0),
+        _timeseries(context, "service.latency", [latency("0.5", "p50"), latency("0.99", "p99")],
+                    unit="s", width=12, min_value=0),
+        _timeseries(context, "service.availability",
+                    [Query(f"1 - sum by (location) ({failed}) / sum by (location) (rate({probes}[$__rate_interval]))",
+                           "{{location}}")],
+                    unit="percentunit", width=12, max_value=1,
+                    thresholds=_steps("red", (objective / 100, "transparent")), threshold_line=True),
+        _timeseries(context, "service.transfer",
+                    [Query(f"histogram_quantile(0.5, sum by (location, le) "
+                           f"(rate({transfer_buckets}[$__rate_interval])))", "{{location}}")],
+                    unit="Bps", width=12, min_value=0),
+        _timeseries(context, "service.failures",
+                    [Query(f"sum by (location, reason) (rate({reasons}[$__rate_interval]))",
+                           "{{location}} {{reason}}")],
+                    unit="reqps", width=12, min_value=0),
+        _timeseries(context, "service.tls_handshake",
+                    [Query(f'max by (location) ({names.PROBE_HTTP_PHASE}{{{PROBE_MATCHERS}, phase="tls"}})',
+                           "{{location}}")],
+                    unit="s", width=12, min_value=0),
+        _bar_gauge(context, "service.cert",
+                   [Query(f"(min by (location) ({names.PROBE_SSL_EXPIRY}{{{PROBE_MATCHERS}}}) - time()) / 86400",
+                          "{{location}}")],
+                   unit="d", width=12, min_value=0,
+                   values={"warning": CERT_WARNING_DAYS, "critical": CERT_CRITICAL_DAYS},
+                   thresholds=_steps("red", (CERT_CRITICAL_DAYS, "orange"), (CERT_WARNING_DAYS, "green"))),
+    ]
+    variables = [
+        _datasource_variable(context),
+        _query_variable(context, "service", f"label_values({names.PROBES_TOTAL}, service)"),
+        _query_variable(context, "location", f'label_values({names.PROBES_TOTAL}{{service=~"$service"}}, location)'),
+    ]
+    return _dashboard(context, SERVICE_UID, "service", variables, panels, time_from="now-6h")
 
 
 # --- SLO dashboard -----------------------------------------------------------------
@@ -747,47 +1031,27 @@ def _slo_dashboard(config: Config, context: _Context) -> Dashboard:
     firing = f"ALERTS{{{SLO_ALERTS}, {SLO_MATCHERS}}}"
 
     column_budget = context.text("slo.column.budget")
-    table = Table(
-        **_panel_texts(context, "slo.table", {"windows": windows}),
-        dataSource=DATASOURCE,
-        # Aggregating by the rule labels drops __name__, so the merge transformation
-        # joins the three queries into one row per SLO.
-        targets=_targets([
-            Query(f"max by ({labels}) ({objective})"),
-            Query(f"1 - max by ({labels}) ({sli_error})"),
-            Query(f"max by ({labels}) ({remaining})"),
-        ], instant=True, table=True),
-        gridPos=context.place(24, 7),
-        unit="percentunit",
-        thresholds=_steps("text"),
-        sortBy=[TableSortByField(displayName=column_budget, desc=False)],
-        transformations=[
-            {"id": "merge", "options": {}},
-            {"id": "organize", "options": {
-                "excludeByName": {"Time": True},
-                "indexByName": {"slo": 0, "service": 1, "team": 2, "Value #A": 3, "Value #B": 4, "Value #C": 5},
-                "renameByName": {
-                    "slo": context.text("variable.slo"),
-                    "service": context.text("slo.column.service"),
-                    "team": context.text("slo.column.team"),
-                    "Value #A": context.text("slo.column.objective"),
-                    "Value #B": context.text("slo.column.sli"),
-                    "Value #C": column_budget,
-                },
-            }},
-        ],
-        maxDataPoints=None,
-        extraJson={
-            # No cellOptions, so Grafana picks the "auto" cell type. The published schema
-            # rejects every cellOptions object: all its variants accept any cell type, so
-            # its oneOf never matches exactly one.
-            "fieldConfig": {"defaults": {"decimals": 3, "custom": {"inspect": False}}},
-            "options": {"frameIndex": 0, "cellHeight": "sm"},
-        },
-    )
+    paging = _paging_windows(config)
+    burn_window = paging[0][0] if paging else _slo_windows(config)[0]
+    burn_name = names.SLO_BURN_RATE.format(window=format_duration(burn_window))
+    column_burn = context.text("slo.column.burn", window=format_duration(burn_window))
+    # Every SLO gets a row in the alert column: 0 when none of its alerts fires.
+    alert_state = f"count by ({labels}) ({firing}) or 0 * max by ({labels}) ({objective})"
+    table = _slo_table(context, "slo.table", {"windows": windows}, [
+        (f"max by ({labels}) ({objective})", context.text("slo.column.objective")),
+        (f"1 - max by ({labels}) ({sli_error})", context.text("slo.column.sli")),
+        (f"max by ({labels}) ({remaining})", column_budget),
+    ], unit="percentunit", decimals=3, sort_column=column_budget, descending=False, height=7)
+    # A second table because the published schema types an override's value as an
+    # object, so per-column units in one table would not validate.
+    burn_table = _slo_table(context, "slo.burn_table", {"window": format_duration(burn_window)}, [
+        (f"max by ({labels}) ({burn_name}{{{SLO_MATCHERS}}})", column_burn),
+        (alert_state, context.text("slo.column.alerts")),
+    ], unit="none", decimals=2, sort_column=column_burn, descending=True, height=7)
 
     panels = [
         table,
+        burn_table,
         _stat(context, "slo.budget_stat", [Query(f"max by (slo) ({remaining})", "{{slo}}")],
               unit="percentunit", width=10, decimals=1, values={"warning": _percent(budget_warning * 100)},
               thresholds=_steps("red", (0, "orange"), (budget_warning, "green"))),
@@ -797,7 +1061,6 @@ def _slo_dashboard(config: Config, context: _Context) -> Dashboard:
               unit="none", width=4, thresholds=_steps("green", (1, "red"))),
     ]
 
-    paging = _paging_windows(config)
     sli_window = paging[0][0] if paging else _slo_windows(config)[0]
     sli_name = names.SLI_ERROR_RATIO.format(window=format_duration(sli_window))
     panels.append(_timeseries(
@@ -832,24 +1095,81 @@ def _slo_dashboard(config: Config, context: _Context) -> Dashboard:
     return _dashboard(context, SLO_UID, "slo", variables, panels, time_from="now-7d")
 
 
+def _slo_table(context: _Context, key: str, values: dict[str, object], columns: list[tuple[str, str]], unit: str,
+               decimals: int, sort_column: str, descending: bool, height: int) -> Table:
+    """Return a table with one row per SLO and one column per (query, column title)."""
+    index = {"slo": 0, "service": 1, "team": 2}
+    rename = {
+        "slo": context.text("variable.slo"),
+        "service": context.text("slo.column.service"),
+        "team": context.text("slo.column.team"),
+    }
+    for position, (_, title) in enumerate(columns):
+        value_column = f"Value #{chr(ord('A') + position)}"
+        index[value_column] = 3 + position
+        rename[value_column] = title
+    return Table(
+        **_panel_texts(context, key, values),
+        dataSource=DATASOURCE,
+        # Aggregating by the rule labels drops __name__, so the merge transformation
+        # joins the queries into one row per SLO.
+        targets=_targets([Query(expr) for expr, _ in columns], instant=True, table=True),
+        gridPos=context.place(24, height),
+        unit=unit,
+        thresholds=_steps("text"),
+        sortBy=[TableSortByField(displayName=sort_column, desc=descending)],
+        transformations=[
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True}, "indexByName": index,
+                                           "renameByName": rename}},
+        ],
+        maxDataPoints=None,
+        extraJson={
+            # No cellOptions, so Grafana picks the "auto" cell type. The published schema
+            # rejects every cellOptions object: all its variants accept any cell type, so
+            # its oneOf never matches exactly one.
+            "fieldConfig": {"defaults": {"decimals": decimals, "custom": {"inspect": False}}},
+            "options": {"frameIndex": 0, "cellHeight": "sm"},
+        },
+    )
+
+
 # --- support dashboard ---------------------------------------------------------------
 
 
 def _support_dashboard(config: Config, context: _Context) -> Dashboard:
     created = f"{names.TICKETS_CREATED_TOTAL}{{{TICKET_MATCHERS}}}"
-    responses = f"{names.TICKET_FIRST_RESPONSE}_count{{{TICKET_MATCHERS}}}"
-    buckets = f"{names.TICKET_FIRST_RESPONSE}_bucket{{{TICKET_MATCHERS}}}"
+    responses = f"{names.TICKET_FIRST_RESPONSE}_count{{{CLOCK_MATCHERS}}}"
+    buckets = f"{names.TICKET_FIRST_RESPONSE}_bucket{{{CLOCK_MATCHERS}}}"
     open_tickets = f"{names.TICKETS_OPEN}{{{TICKET_MATCHERS}}}"
     oldest = f"{names.TICKET_OLDEST_UNANSWERED}{{{TICKET_MATCHERS}}}"
     kpi = _first_response_kpi(config)
 
     def within(by: str, window: str) -> str:
         threshold, _ = kpi
-        good = f'{names.TICKET_FIRST_RESPONSE}_bucket{{{TICKET_MATCHERS}, le="{format_le(threshold)}"}}'
+        good = f'{names.TICKET_FIRST_RESPONSE}_bucket{{{CLOCK_MATCHERS}, le="{format_le(threshold)}"}}'
         function = "increase" if window == "$__range" else "rate"
         grouping = f" by ({by})" if by else ""
         return (f"sum{grouping} ({function}({good}[{window}])) "
                 f"/ sum{grouping} ({function}({responses}[{window}]))")
+
+    clock_buckets = f"{names.TICKET_FIRST_RESPONSE}_bucket{{{CLOCK_MATCHERS}}}"
+    resolution_buckets = f"{names.TICKET_RESOLUTION}_bucket{{{CLOCK_MATCHERS}}}"
+    first_responses = f"{names.TICKET_FIRST_RESPONSES_TOTAL}{{{TICKET_MATCHERS}}}"
+    unanswered = f"{names.TICKETS_UNANSWERED}{{{TICKET_MATCHERS}}}"
+
+    def within_clock() -> str:
+        threshold, _ = kpi
+        good = f'{names.TICKET_FIRST_RESPONSE}_bucket{{{CLOCK_MATCHERS}, le="{format_le(threshold)}"}}'
+        total = f"{names.TICKET_FIRST_RESPONSE}_count{{{CLOCK_MATCHERS}}}"
+        by = "channel, priority, clock"
+        return (f"sum by ({by}) (increase({good}[$__range])) "
+                f"/ sum by ({by}) (increase({total}[$__range]))")
+
+    def range_quantile(histogram: str, quantile: str, name: str) -> Query:
+        expr = (f"histogram_quantile({quantile}, sum by (channel, priority, clock, le) "
+                f"(increase({histogram}[$__range])))")
+        return Query(expr, f"{name} {{{{channel}}}} / {{{{priority}}}} / {{{{clock}}}}")
 
     def first_response(quantile: str, name: str) -> Query:
         expr = f"histogram_quantile({quantile}, sum by (channel, le) (rate({buckets}[$__rate_interval])))"
@@ -888,6 +1208,31 @@ def _support_dashboard(config: Config, context: _Context) -> Dashboard:
                                   [Query(within("channel", "$__rate_interval"), "{{channel}}")],
                                   unit="percentunit", width=12, max_value=1, values=kpi_values,
                                   thresholds=_steps("red", (kpi[1] / 100, "transparent")), threshold_line=True))
+    if kpi:
+        panels.append(_bar_gauge(context, "support.within_clock",
+                                 [Query(within_clock(), "{{channel}} / {{priority}} / {{clock}}")],
+                                 unit="percentunit", width=12, min_value=0, max_value=1,
+                                 values=kpi_values, thresholds=kpi_steps))
+    panels += [
+        _bar_gauge(context, "support.first_response_clock",
+                   [range_quantile(clock_buckets, "0.5", "p50"), range_quantile(clock_buckets, "0.9", "p90")],
+                   unit="s", width=12, min_value=0),
+        _bar_gauge(context, "support.resolution",
+                   [range_quantile(resolution_buckets, "0.5", "p50"),
+                    range_quantile(resolution_buckets, "0.9", "p90")],
+                   unit="s", width=12, min_value=0),
+        _stat(context, "support.unanswered", [Query(f"sum({unanswered})")],
+              unit="short", width=6, decimals=0, color_mode="none"),
+        _stat(context, "support.automation",
+              [Query(f'sum by (channel) (increase({names.TICKET_FIRST_RESPONSES_TOTAL}'
+                     f'{{{TICKET_MATCHERS}, responder="automation"}}[$__range])) '
+                     f"/ sum by (channel) (increase({first_responses}[$__range]))", "{{channel}}")],
+              unit="percentunit", width=6, decimals=1, color_mode="none"),
+        _timeseries(context, "support.backlog_trend",
+                    [Query(f"sum by (channel) ({open_tickets})", "{{channel}}"),
+                     Query(f"sum by (channel) ({unanswered})", "{{channel}} unanswered")],
+                    unit="short", width=12, min_value=0),
+    ]
     panels += [
         _timeseries(context, "support.open_trend", [Query(f"sum by (channel) ({open_tickets})", "{{channel}}")],
                     unit="short", width=12, min_value=0),
@@ -903,6 +1248,7 @@ def _support_dashboard(config: Config, context: _Context) -> Dashboard:
         _datasource_variable(context),
         _query_variable(context, "channel", f"label_values({names.TICKETS_OPEN}, channel)"),
         _query_variable(context, "priority", f'label_values({names.TICKETS_OPEN}{{channel=~"$channel"}}, priority)'),
+        _query_variable(context, "clock", f"label_values({names.TICKET_FIRST_RESPONSE}_count, clock)"),
     ]
     return _dashboard(context, SUPPORT_UID, "support", variables, panels, time_from="now-7d")
 
