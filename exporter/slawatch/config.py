@@ -11,8 +11,10 @@ import ipaddress
 import re
 from importlib import resources
 from pathlib import Path
+from datetime import date
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +28,7 @@ LOCALES = ("en", "zh-CN")
 
 DEFAULT_PROBE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 DEFAULT_FIRST_RESPONSE_BUCKETS = [60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0]
+DEFAULT_RESOLUTION_BUCKETS = [3600.0, 14400.0, 28800.0, 86400.0, 172800.0, 345600.0, 604800.0, 1209600.0, 2592000.0]
 
 
 class ConfigError(ValueError):
@@ -129,8 +132,64 @@ class Target(StrictModel):
         return value
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+TicketMeasure = Literal["first_response", "first_resolution", "full_resolution", "requester_wait"]
+
+
 class Calendar(StrictModel):
+    """Business hours: an IANA time zone, weekly ranges, holidays and make-up working days."""
+
     timezone: str = "UTC"
+    always_open: bool = False
+    hours: dict[Weekday, list[str]] = Field(default_factory=dict)
+    holidays: list[date] = Field(default_factory=list)
+    workdays: list[date] = Field(default_factory=list, description="make-up working days")
+    workday_hours: list[str] | None = None
+    holiday_source: Literal["none", "china"] = "none"
+    unknown_dates: Literal["weekly", "closed"] = "weekly"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Asia/Shanghai or UTC") from None
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_ranges(cls, hours: dict[str, list[str]]) -> dict[str, list[str]]:
+        from .tickets.calendar import parse_range
+
+        for ranges in hours.values():
+            for text in ranges:
+                parse_range(text)
+        return hours
+
+    @model_validator(mode="after")
+    def _has_hours(self) -> "Calendar":
+        if not self.always_open and not any(self.hours.values()):
+            raise ValueError("no opening hours: add hours (for example mon: [09:00-18:00]) or set always_open: true")
+        return self
+
+
+class TicketSLA(StrictModel):
+    """A ticket latency target; its threshold becomes a histogram bucket boundary."""
+
+    name: LabelName
+    measure: TicketMeasure = "first_response"
+    threshold: Duration
+    channels: list[LabelName] = Field(default_factory=list, description="empty: every channel")
+    priorities: list[LabelName] = Field(default_factory=list, description="empty: every priority")
+
+
+class TicketWebhook(StrictModel):
+    """HMAC-SHA256 verification of POST /api/v1/ticket-events."""
+
+    secret_file: str | None = None
+    secret_env: str | None = None
+    max_age: Duration = 300.0
 
 
 class TicketsConfig(StrictModel):
@@ -138,11 +197,28 @@ class TicketsConfig(StrictModel):
     channels: list[LabelName] = Field(default_factory=lambda: ["phone", "email", "chat", "forum"])
     priorities: list[LabelName] = Field(default_factory=lambda: ["low", "normal", "high", "urgent"])
     first_response_buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_FIRST_RESPONSE_BUCKETS))
+    resolution_buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_RESOLUTION_BUCKETS))
+    calendars: dict[LabelName, Calendar] = Field(default_factory=dict)
+    business_calendar: str | None = None
+    priority_calendars: dict[LabelName, str] = Field(default_factory=dict)
+    teams: dict[str, LabelName] = Field(default_factory=dict, description="helpdesk group or queue -> team label")
+    default_team: LabelName = "support"
+    agent_created: Literal["answered_at_creation", "next_reply", "exclude"] = "answered_at_creation"
+    bot_first_response: bool = False
+    slas: list[TicketSLA] = Field(
+        default_factory=lambda: [TicketSLA(name="first_response", measure="first_response", threshold=3600.0)])
+    webhook: TicketWebhook = Field(default_factory=TicketWebhook)
 
-    @field_validator("first_response_buckets")
+    @field_validator("first_response_buckets", "resolution_buckets")
     @classmethod
     def _sorted_buckets(cls, buckets: list[float]) -> list[float]:
         return _check_buckets(buckets)
+
+    def buckets_for(self, measure: str, extra: list[float] = ()) -> list[float]:
+        """Return a measure's bucket bounds: the configured ones plus every SLA threshold on it."""
+        base = self.first_response_buckets if measure == "first_response" else self.resolution_buckets
+        thresholds = [sla.threshold for sla in self.slas if sla.measure == measure]
+        return sorted(set(base) | set(thresholds) | set(extra))
 
 
 class ProbeSecurity(StrictModel):
@@ -318,6 +394,36 @@ def _cross_checks(config: Config) -> list[str]:
                 problems.append(
                     f"{path}.priority: unknown priority {slo.priority!r}: use one of {config.tickets.priorities}"
                 )
+    problems += _ticket_checks(config.tickets)
+    return problems
+
+
+def _ticket_checks(tickets: TicketsConfig) -> list[str]:
+    """Return problems in tickets: calendars, priorities and SLAs that refer to each other."""
+    problems = []
+    calendars = sorted(tickets.calendars) + ["24x7"]
+    if tickets.business_calendar is not None and tickets.business_calendar not in calendars:
+        problems.append(f"tickets.business_calendar: unknown calendar {tickets.business_calendar!r}: "
+                        f"use one of {calendars} or add it under tickets.calendars")
+    for priority, name in tickets.priority_calendars.items():
+        if priority not in tickets.priorities:
+            problems.append(f"tickets.priority_calendars.{priority}: unknown priority: use one of {tickets.priorities}")
+        if name not in calendars:
+            problems.append(f"tickets.priority_calendars.{priority}: unknown calendar {name!r}: use one of {calendars}")
+    names = set()
+    for index, sla in enumerate(tickets.slas):
+        path = f"tickets.slas[{index}]"
+        if sla.name in names:
+            problems.append(f"{path}.name: duplicate SLA name {sla.name!r}: give each SLA a unique name")
+        names.add(sla.name)
+        for channel in sla.channels:
+            if channel not in tickets.channels:
+                problems.append(f"{path}.channels: unknown channel {channel!r}: use one of {tickets.channels}")
+        for priority in sla.priorities:
+            if priority not in tickets.priorities:
+                problems.append(f"{path}.priorities: unknown priority {priority!r}: use one of {tickets.priorities}")
+    if tickets.webhook.secret_file and tickets.webhook.secret_env:
+        problems.append("tickets.webhook: both secret_file and secret_env are set: keep one")
     return problems
 
 

@@ -19,7 +19,9 @@ from .. import __version__, names
 from ..config import Config, ConfigError, check_target, load_config
 from ..probers import PROBERS, ProbeResult
 from ..scheduler import ProbeMetrics, Scheduler
-from ..tickets import EventError, TicketCollector, TicketStore, parse_event
+from ..tickets import (EventError, SignatureError, SourceMetrics, TicketCollector, build_store, load_secret,
+                       parse_event, verify_signature)
+from ..tickets.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from .guard import ProbeGuard
 
 logger = logging.getLogger("slawatch.web")
@@ -51,8 +53,10 @@ class Exporter:
 
         self.probe_metrics = ProbeMetrics(self.registry, config.global_.probe_duration_buckets)
         self.scheduler: Scheduler | None = None
-        self.store = TicketStore(config.tickets.database, config.tickets.first_response_buckets)
-        self.ticket_collector = TicketCollector(self.store, config.tickets.channels, config.tickets.priorities)
+        self.store, self.calendars = build_store(config.tickets)
+        self.ticket_sources = SourceMetrics()
+        self.webhook_secret = load_secret(config.tickets.webhook.secret_file, config.tickets.webhook.secret_env)
+        self.ticket_collector = TicketCollector(self.store, self.calendars, self.ticket_sources)
         self.registry.register(self.ticket_collector)
 
         self.reload_success = Gauge(names.CONFIG_LAST_RELOAD_SUCCESS,
@@ -96,8 +100,6 @@ class Exporter:
 
             self.config = config
             self.guard = ProbeGuard(config)
-            self.ticket_collector.channels = config.tickets.channels
-            self.ticket_collector.priorities = config.tickets.priorities
             if self.scheduler is not None:
                 self.scheduler.apply(config)
             self.reload_success.set(1)
@@ -109,10 +111,13 @@ class Exporter:
         old = self.config
         if config.global_.probe_duration_buckets != old.global_.probe_duration_buckets:
             return "global.probe_duration_buckets changed: restart the exporter to apply new buckets"
-        if config.tickets.first_response_buckets != old.tickets.first_response_buckets:
-            return "tickets.first_response_buckets changed: restart the exporter to apply new buckets"
-        if config.tickets.database != old.tickets.database:
-            return "tickets.database changed: restart the exporter to open another database"
+        # The ticket store's buckets, calendars, policy and secret are fixed at start-up.
+        new_tickets = config.tickets.model_dump(exclude={"channels", "priorities"})
+        old_tickets = old.tickets.model_dump(exclude={"channels", "priorities"})
+        changed = sorted(key for key in new_tickets if new_tickets[key] != old_tickets[key])
+        if changed:
+            keys = ", ".join(f"tickets.{key}" for key in changed)
+            return f"{keys} changed: restart the exporter to apply it"
         return None
 
 
@@ -265,9 +270,20 @@ def _debug_response(target: str, module_name: str, module: dict, result: ProbeRe
 
 async def handle_ticket_events(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
+    raw = await request.read()
+    if exporter.webhook_secret is not None:
+        try:
+            verify_signature(exporter.webhook_secret, request.headers.get(TIMESTAMP_HEADER),
+                             request.headers.get(SIGNATURE_HEADER), raw, time.time(),
+                             exporter.config.tickets.webhook.max_age)
+        except SignatureError as error:
+            exporter.ticket_sources.error("webhook", "signature")
+            logger.warning("Rejected ticket events remote=%s err=%s", request.remote, error)
+            return _json_error(401, "(signature)", str(error))
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
+        exporter.ticket_sources.error("webhook", "invalid")
         return _json_error(400, "(body)", "invalid JSON: send one event object, a list, or {\"events\": [...]}")
 
     if isinstance(body, dict) and "events" in body and "id" not in body:
@@ -288,10 +304,12 @@ async def handle_ticket_events(request: web.Request) -> web.Response:
             item_prefix = "" if prefix is None else f"{prefix}[{index}]." if prefix else f"[{index}]."
             events.append(parse_event(item, config.channels, config.priorities, item_prefix))
     except EventError as error:
+        exporter.ticket_sources.error("webhook", "invalid")
         logger.info("Rejected ticket events field=%s err=%s", error.field, error)
         return _json_error(400, error.field, str(error))
 
     result = await asyncio.get_running_loop().run_in_executor(None, exporter.store.ingest, events)
+    exporter.ticket_sources.success("webhook", lag=time.time() - max(event.time for event in events))
     return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates})
 
 
