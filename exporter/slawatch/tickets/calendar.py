@@ -73,7 +73,10 @@ class BusinessCalendar:
         if self.always_open:
             return end - start
         day = datetime.fromtimestamp(start, self.zone).date()
-        last = datetime.fromtimestamp(end, self.zone).date()
+        end_local = datetime.fromtimestamp(end, self.zone)
+        last = end_local.date()
+        if end_local.time() == dtime(0):
+            last -= timedelta(days=1)  # nothing of a day that starts at `end` is inside the span
         total = 0.0
         while day <= last:
             for opens, closes in self._intervals(day):

@@ -57,14 +57,16 @@ class SourceMetrics:
 class TicketCollector(Collector):
     """Exposes the ticket metrics of one store."""
 
-    def __init__(self, store: TicketStore, calendars: dict[str, BusinessCalendar], sources: SourceMetrics):
+    def __init__(self, store: TicketStore, calendars: dict[str, BusinessCalendar], sources: SourceMetrics,
+                 clock=time.time):
         self.store = store
         self.calendars = calendars
         self.sources = sources
+        self.clock = clock
 
     def collect(self):
         snapshot = self.store.snapshot()
-        now = time.time()
+        now = self.clock()
 
         for name in (FIRST_RESPONSE, FIRST_RESOLUTION, FULL_RESOLUTION, REQUESTER_WAIT):
             family = HistogramMetricFamily(name, HELP[name], labels=LABEL_NAMES[name])
