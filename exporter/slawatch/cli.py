@@ -115,7 +115,12 @@ async def _serve(config: Config, config_path: str | None, host: str | None, port
                  runbooks: Path | None) -> int:
     from .web import Exporter, create_app
 
-    exporter = Exporter(config, config_path, runbooks_dir=runbooks)
+    try:
+        exporter = Exporter(config, config_path, runbooks_dir=runbooks)
+    except ValueError as error:
+        # For example an unreadable tickets.webhook.secret_file.
+        print(error, file=sys.stderr)
+        return 1
     app = create_app(exporter, middlewares)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

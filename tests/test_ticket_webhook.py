@@ -1,0 +1,167 @@
+"""POST /api/v1/ticket-events: signatures, bad input and the source metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import free_port, minimal_config, write_config
+from slawatch.config import parse_config
+from slawatch.tickets.webhook import sign
+from slawatch.web import Exporter, create_app
+
+SECRET = b"webhook-test-secret"
+
+
+@pytest.fixture
+def make_client(aiohttp_client, tmp_path: Path):
+    async def build(webhook: dict | None = None):
+        data = minimal_config(tmp_path)
+        if webhook is not None:
+            data["tickets"]["webhook"] = webhook
+        path = write_config(tmp_path / "slawatch.yml", data)
+        exporter = Exporter(parse_config(data), str(path), registry=CollectorRegistry())
+        return await aiohttp_client(create_app(exporter)), exporter
+
+    return build
+
+
+def samples(text: str) -> dict:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def created(event_id: str, ticket: str, **fields) -> dict:
+    return {"id": event_id, "type": "ticket.created", "ticket_id": ticket, "time": "2025-03-03T10:00:00+08:00",
+            "channel": "email", "priority": "normal", **fields}
+
+
+def signed_headers(body: bytes, secret: bytes = SECRET, at: float | None = None) -> dict:
+    timestamp = str(int(at if at is not None else time.time()))
+    return {"Content-Type": "application/json", "X-Slawatch-Timestamp": timestamp,
+            "X-Slawatch-Signature": sign(secret, timestamp, body)}
+
+
+async def stored_events(exporter) -> int:
+    return exporter.store._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+
+async def test_webhook_signature_accepted(make_client, tmp_path: Path):
+    (tmp_path / "secret").write_bytes(SECRET + b"\n")
+    client, exporter = await make_client({"secret_file": str(tmp_path / "secret")})
+    body = json.dumps(created("e1", "T1")).encode()
+
+    response = await client.post("/api/v1/ticket-events", data=body, headers=signed_headers(body))
+
+    assert response.status == 200
+    assert await stored_events(exporter) == 1
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("wrong secret", "invalid X-Slawatch-Signature"),
+    ("stale", "stale X-Slawatch-Timestamp"),
+    ("future", "stale X-Slawatch-Timestamp"),
+    ("tampered body", "invalid X-Slawatch-Signature"),
+    ("no signature", "missing X-Slawatch-Signature"),
+    ("no timestamp", "missing X-Slawatch-Timestamp"),
+    ("bad timestamp", "invalid X-Slawatch-Timestamp"),
+])
+async def test_webhook_bad_signature_rejected(make_client, monkeypatch, case, message):
+    monkeypatch.setenv("SLAWATCH_TEST_SECRET", SECRET.decode())
+    client, exporter = await make_client({"secret_env": "SLAWATCH_TEST_SECRET", "max_age": "5m"})
+    body = json.dumps(created("e1", "T1")).encode()
+    headers = signed_headers(body)
+    if case == "wrong secret":
+        headers = signed_headers(body, secret=b"other")
+    elif case == "stale":
+        headers = signed_headers(body, at=time.time() - 600)
+    elif case == "future":
+        headers = signed_headers(body, at=time.time() + 600)
+    elif case == "tampered body":
+        body = json.dumps(created("e1", "T1", priority="urgent")).encode()
+    elif case == "no signature":
+        del headers["X-Slawatch-Signature"]
+    elif case == "no timestamp":
+        del headers["X-Slawatch-Timestamp"]
+    elif case == "bad timestamp":
+        headers["X-Slawatch-Timestamp"] = "yesterday"
+
+    response = await client.post("/api/v1/ticket-events", data=body, headers=headers)
+    metrics = samples(await (await client.get("/metrics")).text())
+
+    assert response.status == 401
+    assert message in (await response.json())["error"]
+    assert await stored_events(exporter) == 0
+    assert metrics[("slawatch_ticket_source_errors_total", (("kind", "signature"), ("source", "webhook")))] == 1
+
+
+BAD_EVENTS = [
+    (created("x", "T", channel="fax"), "channel", "unknown value 'fax'"),
+    (created("x", "T", priority="p9"), "priority", "unknown value 'p9'"),
+    ({**created("x", "T"), "time": "2025-03-03T10:00:00"}, "time", "has no time zone"),
+    ({**created("x", "T"), "source": "has space"}, "source", "invalid value"),
+    ({"id": "x", "type": "ticket.replied", "ticket_id": "T", "time": "2025-03-03T10:00:00Z", "author": "agent",
+      "visibility": "secret"}, "visibility", "unknown value 'secret'"),
+    ({"id": "x", "type": "ticket.replied", "ticket_id": "T", "time": "2025-03-03T10:00:00Z", "author": "agent",
+      "visibility": "internal", "public": True}, "visibility", "contradicts public"),
+    ({"id": "x", "type": "ticket.removed", "ticket_id": "T", "time": "2025-03-03T10:00:00Z", "reason": "lost"},
+     "reason", "unknown value 'lost'"),
+    ({"id": "x", "type": "ticket.removed", "ticket_id": "T", "time": "2025-03-03T10:00:00Z", "reason": "spam",
+      "merged_into": "U"}, "merged_into", "only a ticket removed with reason merged"),
+    ({"id": "x", "type": "ticket.status_changed", "ticket_id": "T", "time": "2025-03-03T10:00:00Z",
+      "status": "archived"}, "status", "unknown value 'archived'"),
+]
+
+
+@pytest.mark.parametrize(("bad", "field", "message"), BAD_EVENTS)
+async def test_webhook_bad_event_changes_nothing(make_client, bad, field, message):
+    client, exporter = await make_client()
+    good = [created("g1", "G"), {"id": "g2", "type": "ticket.replied", "ticket_id": "G",
+                                 "time": "2025-03-03T10:30:00+08:00", "author": "agent"}]
+    assert (await client.post("/api/v1/ticket-events", json=good)).status == 200
+    before = await (await client.get("/metrics")).text()
+
+    response = await client.post("/api/v1/ticket-events", json={"events": [created("g3", "H"), bad]})
+    after = await (await client.get("/metrics")).text()
+
+    assert response.status == 400
+    body = await response.json()
+    assert body["field"] == f"events[1].{field}"
+    assert message in body["error"]
+    assert await stored_events(exporter) == 2
+    unchanged = lambda text: {k: v for k, v in samples(text).items()  # noqa: E731
+                              if not k[0].startswith(("slawatch_ticket_source", "slawatch_ticket_oldest"))}
+    assert unchanged(after) == unchanged(before)
+
+
+async def test_webhook_source_metrics(make_client):
+    client, _ = await make_client()
+
+    await client.post("/api/v1/ticket-events", json=created("e1", "T1"))
+    metrics = samples(await (await client.get("/metrics")).text())
+
+    assert metrics[("slawatch_ticket_source_last_success_timestamp_seconds", (("source", "webhook"),))] > 0
+    assert metrics[("slawatch_ticket_source_lag_seconds", (("source", "webhook"),))] > 0
+
+
+def test_serve_rejects_missing_secret_file(tmp_path: Path):
+    import subprocess
+    import sys
+
+    data = minimal_config(tmp_path)
+    data["tickets"]["webhook"] = {"secret_file": str(tmp_path / "missing")}
+    path = write_config(tmp_path / "slawatch.yml", data)
+
+    completed = subprocess.run([sys.executable, "-m", "slawatch", "serve", f"--config.file={path}",
+                                f"--web.listen-address=127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=60)
+
+    assert completed.returncode == 1
+    assert "cannot read the webhook secret file" in completed.stderr
