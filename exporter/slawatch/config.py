@@ -11,7 +11,7 @@ import ipaddress
 import re
 from importlib import resources
 from pathlib import Path
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -192,6 +192,39 @@ class TicketWebhook(StrictModel):
     max_age: Duration = 300.0
 
 
+class RTSource(StrictModel):
+    """A Request Tracker 5 instance polled through its REST2 API."""
+
+    url: str = Field(description="base URL, for example https://rt.example.com (REST2 is under /REST/2.0/)")
+    user: str | None = None
+    password_file: str | None = None
+    token_file: str | None = Field(default=None, description="REST2 auth token (RT::Authen::Token)")
+    interval: Duration = 60.0
+    page_size: int = Field(default=50, ge=1, le=100)
+    query: str = Field(default="", description="extra TicketSQL, ANDed with the LastUpdated cursor")
+    start: datetime | None = Field(default=None, description="first LastUpdated to read when no cursor is stored")
+    channel: LabelName = "email"
+    bot_users: list[str] = Field(default_factory=list)
+    # RT 5's default lifecycle; a value "removed:<reason>" removes the ticket.
+    status_map: dict[str, str] = Field(default_factory=lambda: {
+        "new": "new", "open": "open", "stalled": "pending", "resolved": "solved", "rejected": "closed",
+        "deleted": "removed:deleted"})
+    # The lowest RT priority number of each priority label (RT 5's Low/Medium/High are 0/50/100).
+    priority_map: dict[int, LabelName] = Field(default_factory=lambda: {0: "low", 50: "normal", 100: "high"})
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "RTSource":
+        if (self.password_file is not None) == (self.token_file is not None):
+            raise ValueError("set exactly one of password_file (with user) or token_file")
+        if self.password_file is not None and not self.user:
+            raise ValueError("password_file needs user: the RT user name")
+        return self
+
+
+class TicketSources(StrictModel):
+    rt: RTSource | None = None
+
+
 class TicketsConfig(StrictModel):
     database: str = "slawatch-tickets.db"
     channels: list[LabelName] = Field(default_factory=lambda: ["phone", "email", "chat", "forum"])
@@ -208,6 +241,7 @@ class TicketsConfig(StrictModel):
     slas: list[TicketSLA] = Field(
         default_factory=lambda: [TicketSLA(name="first_response", measure="first_response", threshold=3600.0)])
     webhook: TicketWebhook = Field(default_factory=TicketWebhook)
+    sources: TicketSources = Field(default_factory=TicketSources)
 
     @field_validator("first_response_buckets", "resolution_buckets")
     @classmethod
@@ -422,6 +456,20 @@ def _ticket_checks(tickets: TicketsConfig) -> list[str]:
         for priority in sla.priorities:
             if priority not in tickets.priorities:
                 problems.append(f"{path}.priorities: unknown priority {priority!r}: use one of {tickets.priorities}")
+    rt = tickets.sources.rt
+    if rt is not None:
+        allowed = ["new", "open", "pending", "on_hold", "solved", "closed", "removed:merged", "removed:deleted",
+                   "removed:spam"]
+        for rt_status, status in rt.status_map.items():
+            if status not in allowed:
+                problems.append(f"tickets.sources.rt.status_map.{rt_status}: unknown status {status!r}: "
+                                f"use one of {allowed}")
+        for number, priority in rt.priority_map.items():
+            if priority not in tickets.priorities:
+                problems.append(f"tickets.sources.rt.priority_map.{number}: unknown priority {priority!r}: "
+                                f"use one of {tickets.priorities}")
+        if rt.channel not in tickets.channels:
+            problems.append(f"tickets.sources.rt.channel: unknown channel {rt.channel!r}: use one of {tickets.channels}")
     if tickets.webhook.secret_file and tickets.webhook.secret_env:
         problems.append("tickets.webhook: both secret_file and secret_env are set: keep one")
     return problems

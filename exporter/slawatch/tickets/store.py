@@ -223,10 +223,17 @@ class TicketStore:
 
     # --- ingestion --------------------------------------------------------------------------
 
-    def ingest(self, events: list[TicketEvent]) -> IngestResult:
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def ingest(self, events: list[TicketEvent], meta: dict[str, str] | None = None) -> IngestResult:
         """Store a batch of events in one transaction and update the affected tickets.
 
         An event id seen before is counted as a duplicate and changes nothing.
+        `meta` (for example a poller's cursor) is written in the same
+        transaction, so a cursor never runs ahead of the events it covers.
         The in-memory aggregates change only after the commit, so a failed
         batch leaves both the database and the metrics as they were.
         """
@@ -254,6 +261,8 @@ class TicketStore:
                 for ticket_id in sorted(result.ticket_ids):
                     self._recompute(ticket_id, batch)
                 batch.write()
+                for key, value in (meta or {}).items():
+                    self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

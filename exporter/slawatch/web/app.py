@@ -55,6 +55,7 @@ class Exporter:
         self.scheduler: Scheduler | None = None
         self.store, self.calendars = build_store(config.tickets)
         self.ticket_sources = SourceMetrics()
+        self.ticket_pollers: list[asyncio.Task] = []
         self.webhook_secret = load_secret(config.tickets.webhook.secret_file, config.tickets.webhook.secret_env)
         self.ticket_collector = TicketCollector(self.store, self.calendars, self.ticket_sources)
         self.registry.register(self.ticket_collector)
@@ -79,10 +80,18 @@ class Exporter:
     async def start(self) -> None:
         self.scheduler = Scheduler(self.probe_metrics, self.config)
         await self.scheduler.start()
+        if self.config.tickets.sources.rt is not None:
+            from ..tickets.sources.rt import RTPoller
+
+            poller = RTPoller(self.config.tickets, self.store, self.ticket_sources)
+            self.ticket_pollers.append(asyncio.create_task(poller.run()))
 
     async def stop(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.stop()
+        for task in self.ticket_pollers:
+            task.cancel()
+        await asyncio.gather(*self.ticket_pollers, return_exceptions=True)
         self.store.close()
 
     async def reload(self) -> str | None:
