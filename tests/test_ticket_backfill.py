@@ -78,3 +78,30 @@ def test_backfill_reports_bad_event_line(tmp_path: Path):
 
     assert completed.returncode == 1
     assert f"{events}:1: time:" in completed.stderr
+
+
+def test_backfill_from_database_leaves_it_unchanged(tmp_path: Path):
+    from slawatch.config import parse_config
+    from slawatch.tickets import build_store, parse_event
+
+    data = minimal_config(tmp_path)
+    config = write_config(tmp_path / "slawatch.yml", data)
+    store, _ = build_store(parse_config(data).tickets)
+    events = tmp_path / "events.jsonl"
+    history(events)
+    store.ingest([parse_event(json.loads(line), ["email"], ["normal"]) for line in events.read_text().splitlines()])
+    store.close()
+    database = Path(data["tickets"]["database"])
+    before = database.read_bytes()
+    out = tmp_path / "from-db.om"
+
+    completed = subprocess.run([sys.executable, "-m", "slawatch", "tickets", "backfill", f"--config.file={config}",
+                                f"--database={database}", f"--out={out}", "--step=1h"], capture_output=True,
+                               text=True, timeout=120)
+
+    assert completed.returncode == 0, completed.stderr
+    assert database.read_bytes() == before
+    text = out.read_text()
+    assert text.endswith("# EOF\n")
+    final = [line for line in text.splitlines() if line.startswith("slawatch_tickets_created_total{")][-1]
+    assert final.split()[1] == "20.0"

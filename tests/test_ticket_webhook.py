@@ -165,3 +165,28 @@ def test_serve_rejects_missing_secret_file(tmp_path: Path):
 
     assert completed.returncode == 1
     assert "cannot read the webhook secret file" in completed.stderr
+
+
+async def test_reload_rejects_ticket_setting_change(make_client, tmp_path: Path):
+    client, exporter = await make_client()
+    data = minimal_config(tmp_path)
+    data["tickets"]["agent_created"] = "exclude"
+    data["tickets"]["channels"] = ["phone", "email", "chat", "forum", "social"]
+    write_config(tmp_path / "slawatch.yml", data)
+
+    error = await exporter.reload()
+
+    assert "tickets.agent_created changed: restart the exporter to apply it" in error
+    assert exporter.config.tickets.agent_created == "answered_at_creation"
+
+
+async def test_reload_applies_new_channel(make_client, tmp_path: Path):
+    client, exporter = await make_client()
+    data = minimal_config(tmp_path)
+    data["tickets"]["channels"] = ["phone", "email", "chat", "forum", "social"]
+    write_config(tmp_path / "slawatch.yml", data)
+
+    assert await exporter.reload() is None
+    response = await client.post("/api/v1/ticket-events", json=created("s1", "S", channel="social"))
+
+    assert response.status == 200
