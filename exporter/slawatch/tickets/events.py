@@ -20,9 +20,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 EVENT_TYPES = ("ticket.created", "ticket.replied", "ticket.status_changed", "ticket.updated", "ticket.removed")
-# agent: a person on staff; bot: an automated assistant that answers questions; automation: triggers,
-# macros and auto-replies; system: messages the helpdesk writes itself; end_user: a customer other
-# than the requester (for example in CC or on a forum thread).
+# Author kinds:
+#   agent       a person on the support staff
+#   requester   the customer who opened the ticket
+#   end_user    another customer, for example in CC or on a forum thread
+#   bot         an automated assistant that answers questions
+#   automation  triggers, macros and auto-replies
+#   system      messages the helpdesk writes itself
 AUTHORS = ("agent", "requester", "end_user", "bot", "automation", "system")
 STATUSES = ("new", "open", "pending", "on_hold", "solved", "closed")
 OPEN_STATUSES = ("new", "open", "pending", "on_hold")

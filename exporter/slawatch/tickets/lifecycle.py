@@ -1,4 +1,4 @@
-"""What a ticket's events add to the metrics: the definitions of every ticket measure.
+"""The definitions of every ticket measure, as a replay of one ticket's events.
 
 `derive(events, policy)` replays one ticket's events in time order and returns
 its state and its contributions: one entry per histogram observation and per
