@@ -451,3 +451,49 @@ def test_store_late_event_for_unknown_ticket(tmp_path: Path):
     ingest(store, WORKED_CASE_1[0])
 
     assert observed(store, FIRST_RESPONSE, "calendar") == (1, 3000)
+
+
+# --- group commit ----------------------------------------------------------------------------
+
+async def test_group_writer_results_per_request(tmp_path: Path):
+    import asyncio
+
+    from slawatch.tickets.writer import GroupWriter
+
+    store, _ = open_store(tmp_path)
+    writer = GroupWriter(store)
+    requests = [[parse_event(WORKED_CASE_1[0], CHANNELS, PRIORITIES)],
+                [parse_event(WORKED_CASE_1[0], CHANNELS, PRIORITIES),
+                 parse_event(WORKED_CASE_1[3], CHANNELS, PRIORITIES)],
+                [parse_event(WORKED_CASE_1[1], CHANNELS, PRIORITIES)]]
+
+    results = await asyncio.gather(*(writer.ingest(events) for events in requests))
+    await writer.close()
+
+    assert [(r.accepted, r.duplicates) for r in results] == [(1, 0), (1, 1), (1, 0)]
+    assert observed(store, FIRST_RESPONSE, "calendar") == (1, 3000)
+
+
+async def test_group_writer_failure_stores_nothing(tmp_path: Path):
+    import asyncio
+
+    from slawatch.tickets.writer import GroupWriter
+
+    store, _ = open_store(tmp_path)
+    writer = GroupWriter(store)
+    original = store._recompute
+
+    def broken(ticket_id, batch, previous=None):
+        original(ticket_id, batch, previous)
+        raise OSError("disk full")
+
+    store._recompute = broken
+    outcomes = await asyncio.gather(*(writer.ingest([parse_event(e, CHANNELS, PRIORITIES)])
+                                      for e in WORKED_CASE_1[:3]), return_exceptions=True)
+    store._recompute = original
+    retry = await writer.ingest([parse_event(WORKED_CASE_1[0], CHANNELS, PRIORITIES)])
+    await writer.close()
+
+    assert all(isinstance(outcome, OSError) for outcome in outcomes)
+    assert retry.accepted == 1
+    assert counter(store, "slawatch_tickets_created_total", ("webhook", "email", "normal", "support")) == 1

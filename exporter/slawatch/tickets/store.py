@@ -237,28 +237,28 @@ class TicketStore:
         The in-memory aggregates change only after the commit, so a failed
         batch leaves both the database and the metrics as they were.
         """
-        result = IngestResult()
+        return self.ingest_groups([events], meta)[0]
+
+    def ingest_groups(self, groups: list[list[TicketEvent]], meta: dict[str, str] | None = None) -> list[IngestResult]:
+        """Store several requests' events in one transaction; return one result per request."""
+        results = [IngestResult() for _ in groups]
+        affected: set[str] = set()
         accepted_types: list[str] = []
         received = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for event in events:
-                    cursor = self._db.execute(
-                        f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})",
-                        (event.id, event.ticket_id, event.type, event.time, event.channel, event.priority,
-                         event.author, int(event.public), event.status, received, event.source, event.team,
-                         int(event.merge_comment), event.reason, event.merged_into),
-                    )
-                    if cursor.rowcount == 1:
-                        result.accepted += 1
-                        accepted_types.append(event.type)
-                        result.ticket_ids.add(event.ticket_id)
-                    else:
-                        result.duplicates += 1
+                for events, result in zip(groups, results):
+                    for event in events:
+                        if self._insert(event, received):
+                            result.accepted += 1
+                            result.ticket_ids.add(event.ticket_id)
+                            accepted_types.append(event.type)
+                        else:
+                            result.duplicates += 1
+                    affected |= result.ticket_ids
                 batch = _Batch(self)
-                for ticket_id in sorted(result.ticket_ids):
+                for ticket_id in sorted(affected):
                     self._recompute(ticket_id, batch)
                 batch.write()
                 for key, value in (meta or {}).items():
@@ -269,7 +269,17 @@ class TicketStore:
                 raise
             batch.apply()
             self.events_received.update(accepted_types)
-        return result
+        return results
+
+    def _insert(self, event: TicketEvent, received: float) -> bool:
+        """Insert one event; return False when its id is already stored."""
+        cursor = self._db.execute(
+            f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})",
+            (event.id, event.ticket_id, event.type, event.time, event.channel, event.priority, event.author,
+             int(event.public), event.status, received, event.source, event.team, int(event.merge_comment),
+             event.reason, event.merged_into),
+        )
+        return cursor.rowcount == 1
 
     def _recompute(self, ticket_id: str, batch: "_Batch", previous: list | None = None) -> None:
         rows = self._db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM events WHERE ticket_id = ?", (ticket_id,))

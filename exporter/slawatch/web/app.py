@@ -22,6 +22,7 @@ from ..scheduler import ProbeMetrics, Scheduler
 from ..tickets import (EventError, SignatureError, SourceMetrics, TicketCollector, build_store, load_secret,
                        parse_event, verify_signature)
 from ..tickets.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from ..tickets.writer import GroupWriter
 from .guard import ProbeGuard
 
 logger = logging.getLogger("slawatch.web")
@@ -56,6 +57,7 @@ class Exporter:
         self.store, self.calendars = build_store(config.tickets)
         self.ticket_sources = SourceMetrics()
         self.ticket_pollers: list[asyncio.Task] = []
+        self.ticket_writer = GroupWriter(self.store)
         self.webhook_secret = load_secret(config.tickets.webhook.secret_file, config.tickets.webhook.secret_env)
         self.ticket_collector = TicketCollector(self.store, self.calendars, self.ticket_sources)
         self.registry.register(self.ticket_collector)
@@ -92,6 +94,7 @@ class Exporter:
         for task in self.ticket_pollers:
             task.cancel()
         await asyncio.gather(*self.ticket_pollers, return_exceptions=True)
+        await self.ticket_writer.close()
         self.store.close()
 
     async def reload(self) -> str | None:
@@ -317,7 +320,7 @@ async def handle_ticket_events(request: web.Request) -> web.Response:
         logger.info("Rejected ticket events field=%s err=%s", error.field, error)
         return _json_error(400, error.field, str(error))
 
-    result = await asyncio.get_running_loop().run_in_executor(None, exporter.store.ingest, events)
+    result = await exporter.ticket_writer.ingest(events)
     exporter.ticket_sources.success("webhook", lag=time.time() - max(event.time for event in events))
     return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates})
 
