@@ -190,3 +190,40 @@ async def test_reload_applies_new_channel(make_client, tmp_path: Path):
     response = await client.post("/api/v1/ticket-events", json=created("s1", "S", channel="social"))
 
     assert response.status == 200
+
+
+@pytest.mark.parametrize("accept", ["", "text/plain; version=0.0.4",
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8"])
+async def test_metrics_fast_path_matches_generic(make_client, accept):
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    client, exporter = await make_client()
+    await client.post("/api/v1/ticket-events", json=[
+        created("m1", "M"),
+        {"id": "m2", "type": "ticket.replied", "ticket_id": "M", "time": "2025-03-03T10:30:00+08:00",
+         "author": "agent"},
+        created("m3", "N", channel="chat"),
+        {"id": "m4", "type": "ticket.status_changed", "ticket_id": "N", "time": "2025-03-03T11:00:00+08:00",
+         "status": "closed"}])
+
+    response = await client.get("/metrics", headers={"Accept": accept} if accept else {})
+    text = await response.text()
+    openmetrics = "openmetrics" in accept
+
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text" if openmetrics else "text/plain")
+    parsed = parse_openmetrics(text) if openmetrics else text_string_to_metric_families(text)
+    fast = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in parsed for s in f.samples
+            if s.name.startswith(("slawatch_ticket", "slawatch_tickets", "slawatch_calendar"))
+            and "oldest_unanswered" not in s.name}
+    generic = {k: v for k, v in samples(generate_latest(exporter.registry).decode()).items()
+               if k[0].startswith(("slawatch_ticket", "slawatch_tickets", "slawatch_calendar"))
+               and "oldest_unanswered" not in k[0] and "last_success" not in k[0] and "lag" not in k[0]}
+    fast = {k: v for k, v in fast.items() if "last_success" not in k[0] and "lag" not in k[0]}
+    assert fast == generic
+    assert ("slawatch_ticket_first_response_seconds_count",
+            (("channel", "email"), ("clock", "calendar"), ("priority", "normal"), ("source", "webhook"),
+             ("team", "support"))) in fast
+    assert text.count("# TYPE slawatch_tickets_created") == 1
+    assert "slawatch_build_info" in text

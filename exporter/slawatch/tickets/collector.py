@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 import time
 from collections import defaultdict
@@ -12,6 +14,7 @@ from prometheus_client.registry import Collector
 from .. import names
 from ..durations import format_le
 from .calendar import BusinessCalendar
+from .exposition import FamilyRenderer
 from .lifecycle import (CREATED, FIRST_RESPONSE, FIRST_RESPONSES, FULL_RESOLUTION, FIRST_RESOLUTION, LABEL_NAMES,
                         REMOVED, REOPENED, REQUESTER_WAIT, SLA, TICKET_LABELS)
 from .store import TicketStore
@@ -32,6 +35,10 @@ SOURCE_ERRORS = "slawatch_ticket_source_errors_total"
 SOURCE_LAST_SUCCESS = "slawatch_ticket_source_last_success_timestamp_seconds"
 UNKNOWN_DATES = "slawatch_calendar_unknown_dates_total"
 CORRECTIONS = "slawatch_ticket_corrections_total"
+
+# While set, collect() yields nothing, so a registry-wide exposition can skip the ticket families
+# that the /metrics fast path renders itself.
+_EXCLUDED = contextvars.ContextVar("slawatch_ticket_families_excluded", default=False)
 
 
 class SourceMetrics:
@@ -63,8 +70,28 @@ class TicketCollector(Collector):
         self.calendars = calendars
         self.sources = sources
         self.clock = clock
+        self._renderer = FamilyRenderer()
+
+    @contextlib.contextmanager
+    def excluded(self):
+        """Hide the ticket families from registry-wide collection inside the block."""
+        token = _EXCLUDED.set(True)
+        try:
+            yield
+        finally:
+            _EXCLUDED.reset(token)
+
+    def render(self, openmetrics: bool) -> str:
+        """Return the ticket families as exposition text, without the OpenMetrics # EOF line."""
+        token = _EXCLUDED.set(False)
+        try:
+            return self._renderer.render(list(self.collect()), openmetrics)
+        finally:
+            _EXCLUDED.reset(token)
 
     def collect(self):
+        if _EXCLUDED.get():
+            return
         snapshot = self.store.snapshot()
         now = self.clock()
 

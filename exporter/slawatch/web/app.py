@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -150,7 +151,7 @@ def create_app(exporter: Exporter, middlewares: list | None = None) -> web.Appli
 
     app.cleanup_ctx.append(run_scheduler)
     app.router.add_get("/", handle_index)
-    app.router.add_get("/metrics", make_aiohttp_handler(exporter.registry))
+    app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/probe", handle_probe)
     app.router.add_get("/-/healthy", handle_healthy)
     app.router.add_get("/-/ready", handle_healthy)
@@ -168,6 +169,26 @@ async def handle_index(request: web.Request) -> web.Response:
     items = "".join(f'<li><a href="{link}">{link}</a></li>' for link in links)
     return web.Response(text=f"<!doctype html><title>slawatch</title><h1>slawatch</h1><ul>{items}</ul>",
                         content_type="text/html")
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Serve /metrics; the ticket families take a faster formatter than prometheus_client's generic one."""
+    exporter = request.app[EXPORTER]
+    if "name[]" in request.query:
+        return await make_aiohttp_handler(exporter.registry)(request)
+
+    encoder, content_type = choose_encoder(",".join(request.headers.getall("Accept", [])))
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    with exporter.ticket_collector.excluded():
+        body = encoder(exporter.registry)
+    tickets = exporter.ticket_collector.render(openmetrics).encode()
+    if openmetrics:
+        body = body.removesuffix(b"# EOF\n") + tickets + b"# EOF\n"
+    else:
+        body += tickets
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    response.enable_compression()
+    return response
 
 
 async def handle_healthy(request: web.Request) -> web.Response:
