@@ -81,7 +81,7 @@ def ticket_events(number: int, closed: bool = True) -> list[dict]:
 
 
 def start_exporter(config: Path, port: int, log: Path) -> tuple[subprocess.Popen, float]:
-    """Start the exporter; return the process and the seconds until /-/ready answered."""
+    """Start the exporter; return the process and the seconds until /-/ready returned 200."""
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "slawatch", "serve", f"--config.file={config}",
                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=log.open("a"),

@@ -221,8 +221,28 @@ class RTSource(StrictModel):
         return self
 
 
+class JiraSource(StrictModel):
+    """A Jira Service Management site polled through the Jira Cloud platform REST API v3."""
+
+    url: str = Field(description="site URL, for example https://example.atlassian.net")
+    user: str = Field(description="the account's email address")
+    token_file: str = Field(description="file with an Atlassian API token")
+    jql: str = Field(default="", description="JQL that selects the service-desk issues, for example project = SUP")
+    interval: Duration = 60.0
+    page_size: int = Field(default=50, ge=1, le=100)
+    channel: LabelName = "email"
+    # Status names of the default service-desk workflows; a value "removed:<reason>" removes the ticket.
+    status_map: dict[str, str] = Field(default_factory=lambda: {
+        "Open": "open", "Waiting for support": "open", "In Progress": "open", "Waiting for customer": "pending",
+        "Pending": "on_hold", "Resolved": "solved", "Done": "solved", "Closed": "closed", "Canceled": "closed"})
+    priority_map: dict[str, LabelName] = Field(default_factory=lambda: {
+        "Lowest": "low", "Low": "low", "Medium": "normal", "High": "high", "Highest": "urgent"})
+    default_priority: LabelName = "normal"
+
+
 class TicketSources(StrictModel):
     rt: RTSource | None = None
+    jira: JiraSource | None = None
 
 
 class TicketsConfig(StrictModel):
@@ -456,10 +476,10 @@ def _ticket_checks(tickets: TicketsConfig) -> list[str]:
         for priority in sla.priorities:
             if priority not in tickets.priorities:
                 problems.append(f"{path}.priorities: unknown priority {priority!r}: use one of {tickets.priorities}")
+    allowed = ["new", "open", "pending", "on_hold", "solved", "closed", "removed:merged", "removed:deleted",
+               "removed:spam"]
     rt = tickets.sources.rt
     if rt is not None:
-        allowed = ["new", "open", "pending", "on_hold", "solved", "closed", "removed:merged", "removed:deleted",
-                   "removed:spam"]
         for rt_status, status in rt.status_map.items():
             if status not in allowed:
                 problems.append(f"tickets.sources.rt.status_map.{rt_status}: unknown status {status!r}: "
@@ -470,6 +490,21 @@ def _ticket_checks(tickets: TicketsConfig) -> list[str]:
                                 f"use one of {tickets.priorities}")
         if rt.channel not in tickets.channels:
             problems.append(f"tickets.sources.rt.channel: unknown channel {rt.channel!r}: use one of {tickets.channels}")
+    jira = tickets.sources.jira
+    if jira is not None:
+        for name, status in jira.status_map.items():
+            if status not in allowed:
+                problems.append(f"tickets.sources.jira.status_map.{name}: unknown status {status!r}: use one of {allowed}")
+        for name, priority in jira.priority_map.items():
+            if priority not in tickets.priorities:
+                problems.append(f"tickets.sources.jira.priority_map.{name}: unknown priority {priority!r}: "
+                                f"use one of {tickets.priorities}")
+        if jira.default_priority not in tickets.priorities:
+            problems.append(f"tickets.sources.jira.default_priority: unknown priority {jira.default_priority!r}: "
+                            f"use one of {tickets.priorities}")
+        if jira.channel not in tickets.channels:
+            problems.append(f"tickets.sources.jira.channel: unknown channel {jira.channel!r}: "
+                            f"use one of {tickets.channels}")
     if tickets.webhook.secret_file and tickets.webhook.secret_env:
         problems.append("tickets.webhook: both secret_file and secret_env are set: keep one")
     return problems

@@ -1,6 +1,6 @@
 """Group commit: concurrent webhook requests share one SQLite transaction.
 
-Each request still gets its answer only after the transaction that holds its
+Each request still gets its response only after the transaction that holds its
 events has committed, so a 2xx always means "stored". Under load, the
 requests that arrive while one transaction runs are written together in the
 next one, which spreads the fixed cost of a transaction over many requests.

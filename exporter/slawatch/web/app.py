@@ -88,6 +88,11 @@ class Exporter:
 
             poller = RTPoller(self.config.tickets, self.store, self.ticket_sources)
             self.ticket_pollers.append(asyncio.create_task(poller.run()))
+        if self.config.tickets.sources.jira is not None:
+            from ..tickets.sources.jira import JiraPoller
+
+            poller = JiraPoller(self.config.tickets, self.store, self.ticket_sources)
+            self.ticket_pollers.append(asyncio.create_task(poller.run()))
 
     async def stop(self) -> None:
         if self.scheduler is not None:

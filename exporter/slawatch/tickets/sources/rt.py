@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from ...config import RTSource, TicketsConfig
 from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
 from ..store import TicketStore
+from .http import SourceError, get_json
 
 logger = logging.getLogger("slawatch.tickets.rt")
 
@@ -34,17 +34,7 @@ SOURCE = "rt"
 CURSOR_KEY = "cursor:rt"
 TICKET_FIELDS = "Queue,Status,Created,LastUpdated,Requestor,Priority"
 HISTORY_FIELDS = "Type,Creator,Created,OldValue,NewValue,Field"
-MAX_RETRY_AFTER = 300.0
-MAX_ATTEMPTS = 5
 SYSTEM_USERS = {"RT_System", "Nobody"}
-
-
-class RTError(Exception):
-    """A failed REST2 request; `kind` is the error metric's label."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 class RTPoller:
@@ -79,7 +69,7 @@ class RTPoller:
         while True:
             try:
                 await self.poll_once()
-            except RTError as error:
+            except SourceError as error:
                 self.metrics.error(SOURCE, error.kind)
                 logger.error("Failed to poll Request Tracker url=%s kind=%s err=%s", self.config.url, error.kind,
                              error)
@@ -143,25 +133,7 @@ class RTPoller:
         return f"({self.config.query}) AND {query}" if self.config.query else query
 
     async def _get(self, session: aiohttp.ClientSession, path: str, params: dict | None = None) -> Any:
-        """GET a REST2 resource; wait and retry on 429 with Retry-After, raise RTError otherwise."""
-        url = self.base + path
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                async with session.get(url, params=params) as response:
-                    if response.status == 429:
-                        delay = _retry_after(response.headers.get("Retry-After"))
-                        self.metrics.error(SOURCE, "rate_limited")
-                        logger.warning("Rate limited by Request Tracker url=%s retry_after=%.0f attempt=%d", url,
-                                       delay, attempt)
-                        await self.sleep(delay)
-                        continue
-                    if response.status != 200:
-                        body = (await response.text())[:200]
-                        raise RTError(f"http_{response.status}", f"GET {url} returned {response.status}: {body}")
-                    return await response.json(content_type=None)
-            except aiohttp.ClientError as error:
-                raise RTError("network", f"GET {url} failed: {error}") from None
-        raise RTError("rate_limited", f"GET {url} still rate limited after {MAX_ATTEMPTS} attempts")
+        return await get_json(session, self.base + path, params, SOURCE, self.metrics, self.sleep)
 
     async def _history(self, session: aiohttp.ClientSession, ticket_id: str) -> list[dict]:
         transactions, page = [], 1
@@ -255,16 +227,3 @@ class RTPoller:
 def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
-
-def _retry_after(value: str | None) -> float:
-    """Return the wait in seconds from a Retry-After header (seconds or an HTTP date), capped."""
-    if not value:
-        return 1.0
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds()
-        except (TypeError, ValueError):
-            return 1.0
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))
