@@ -240,9 +240,32 @@ class JiraSource(StrictModel):
     default_priority: LabelName = "normal"
 
 
+class ZammadSource(StrictModel):
+    """A Zammad instance polled through its REST API."""
+
+    url: str = Field(description="base URL, for example https://zammad.example.com (the API is under /api/v1/)")
+    token_file: str = Field(description="file with a Zammad access token")
+    query: str = Field(default="*", description="ticket search query")
+    interval: Duration = 60.0
+    page_size: int = Field(default=50, ge=1, le=100)
+    max_pages: int = Field(default=20, ge=1)
+    # Zammad's default states; a value "removed:<reason>" removes the ticket.
+    status_map: dict[str, str] = Field(default_factory=lambda: {
+        "new": "new", "open": "open", "pending reminder": "on_hold", "pending close": "solved", "closed": "closed",
+        "merged": "removed:merged", "removed": "removed:deleted"})
+    priority_map: dict[str, LabelName] = Field(default_factory=lambda: {
+        "1 low": "low", "2 normal": "normal", "3 high": "high"})
+    default_priority: LabelName = "normal"
+    # Article type of the ticket's first message -> channel label.
+    channel_map: dict[str, LabelName] = Field(default_factory=lambda: {
+        "email": "email", "phone": "phone", "chat": "chat", "web": "email"})
+    default_channel: LabelName = "email"
+
+
 class TicketSources(StrictModel):
     rt: RTSource | None = None
     jira: JiraSource | None = None
+    zammad: ZammadSource | None = None
 
 
 class TicketsConfig(StrictModel):
@@ -505,6 +528,24 @@ def _ticket_checks(tickets: TicketsConfig) -> list[str]:
         if jira.channel not in tickets.channels:
             problems.append(f"tickets.sources.jira.channel: unknown channel {jira.channel!r}: "
                             f"use one of {tickets.channels}")
+    zammad = tickets.sources.zammad
+    if zammad is not None:
+        for name, status in zammad.status_map.items():
+            if status not in allowed:
+                problems.append(f"tickets.sources.zammad.status_map.{name}: unknown status {status!r}: "
+                                f"use one of {allowed}")
+        for name, priority in zammad.priority_map.items():
+            if priority not in tickets.priorities:
+                problems.append(f"tickets.sources.zammad.priority_map.{name}: unknown priority {priority!r}: "
+                                f"use one of {tickets.priorities}")
+        for name, channel in [*zammad.channel_map.items(), ("default_channel", zammad.default_channel)]:
+            if channel not in tickets.channels:
+                key = "default_channel" if name == "default_channel" else f"channel_map.{name}"
+                problems.append(f"tickets.sources.zammad.{key}: unknown channel {channel!r}: "
+                                f"use one of {tickets.channels}")
+        if zammad.default_priority not in tickets.priorities:
+            problems.append(f"tickets.sources.zammad.default_priority: unknown priority {zammad.default_priority!r}: "
+                            f"use one of {tickets.priorities}")
     if tickets.webhook.secret_file and tickets.webhook.secret_env:
         problems.append("tickets.webhook: both secret_file and secret_env are set: keep one")
     return problems

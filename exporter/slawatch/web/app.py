@@ -93,6 +93,11 @@ class Exporter:
 
             poller = JiraPoller(self.config.tickets, self.store, self.ticket_sources)
             self.ticket_pollers.append(asyncio.create_task(poller.run()))
+        if self.config.tickets.sources.zammad is not None:
+            from ..tickets.sources.zammad import ZammadPoller
+
+            poller = ZammadPoller(self.config.tickets, self.store, self.ticket_sources)
+            self.ticket_pollers.append(asyncio.create_task(poller.run()))
 
     async def stop(self) -> None:
         if self.scheduler is not None:
