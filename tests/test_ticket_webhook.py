@@ -227,3 +227,39 @@ async def test_metrics_fast_path_matches_generic(make_client, accept):
              ("team", "support"))) in fast
     assert text.count("# TYPE slawatch_tickets_created") == 1
     assert "slawatch_build_info" in text
+
+
+@pytest.mark.parametrize(("case", "status"), [("valid", 200), ("wrong secret", 401), ("stale", 401),
+                                              ("missing", 401)])
+async def test_zendesk_webhook_signature(make_client, tmp_path: Path, case, status):
+    from datetime import datetime, timezone
+
+    from slawatch.tickets.webhook import sign_zendesk
+
+    (tmp_path / "zendesk-secret").write_text("dGVzdC1zaWduaW5nLXNlY3JldA==\n", encoding="utf-8")
+    client, exporter = await make_client({"zendesk_secret_file": str(tmp_path / "zendesk-secret")})
+    body = json.dumps(created("z1", "Z-1")).encode()
+    moment = time.time() - (900 if case == "stale" else 0)
+    timestamp = datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    secret = b"other" if case == "wrong secret" else b"dGVzdC1zaWduaW5nLXNlY3JldA=="
+    headers = {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
+               "X-Zendesk-Webhook-Signature": sign_zendesk(secret, timestamp, body)}
+    if case == "missing":
+        del headers["X-Zendesk-Webhook-Signature"]
+
+    response = await client.post("/api/v1/ticket-events/zendesk", data=body, headers=headers)
+
+    assert response.status == status
+    assert await stored_events(exporter) == (1 if status == 200 else 0)
+    if status == 200:
+        labels = ("zendesk", "email", "normal", "support")
+        assert exporter.store.snapshot().counters[("slawatch_tickets_created_total", labels)] == 1
+
+
+async def test_zendesk_route_off_without_secret(make_client):
+    client, _ = await make_client()
+
+    response = await client.post("/api/v1/ticket-events/zendesk", json=created("z1", "Z-1"))
+
+    assert response.status == 404
+    assert "tickets.webhook.zendesk_secret_file" in (await response.json())["error"]

@@ -12,13 +12,19 @@ receiver's clock is rejected, so a captured request cannot be replayed later.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
+from datetime import datetime
 from pathlib import Path
 
 TIMESTAMP_HEADER = "X-Slawatch-Timestamp"
 SIGNATURE_HEADER = "X-Slawatch-Signature"
+# Zendesk signs webhooks as base64(HMAC-SHA256(secret, timestamp + body)), with no separator
+# (developer.zendesk.com/documentation/webhooks/verifying/).
+ZENDESK_SIGNATURE_HEADER = "X-Zendesk-Webhook-Signature"
+ZENDESK_TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"
 
 
 class SignatureError(ValueError):
@@ -66,3 +72,27 @@ def verify_signature(secret: bytes, timestamp: str | None, signature: str | None
     if not hmac.compare_digest(expected, signature.strip()):
         raise SignatureError(f"invalid {SIGNATURE_HEADER}: it does not match the body and timestamp with the "
                              "shared secret")
+
+
+def sign_zendesk(secret: bytes, timestamp: str, body: bytes) -> str:
+    return base64.b64encode(hmac.new(secret, timestamp.encode() + body, hashlib.sha256).digest()).decode()
+
+
+def verify_zendesk_signature(secret: bytes, timestamp: str | None, signature: str | None, body: bytes, now: float,
+                             max_age: float) -> None:
+    """Raise SignatureError unless a Zendesk webhook signature matches and its timestamp is fresh."""
+    if not timestamp:
+        raise SignatureError(f"missing {ZENDESK_TIMESTAMP_HEADER} header: send the request from a Zendesk webhook")
+    if not signature:
+        raise SignatureError(f"missing {ZENDESK_SIGNATURE_HEADER} header: send the request from a Zendesk webhook")
+    try:
+        sent = float(timestamp) if timestamp.isdigit() else datetime.fromisoformat(
+            timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise SignatureError(f"invalid {ZENDESK_TIMESTAMP_HEADER} {timestamp!r}: expected an ISO 8601 time") from None
+    if abs(now - sent) > max_age:
+        raise SignatureError(f"stale {ZENDESK_TIMESTAMP_HEADER}: {abs(now - sent):.0f}s from the receiver's clock, "
+                             f"more than {max_age:.0f}s: check the clocks")
+    if not hmac.compare_digest(sign_zendesk(secret, timestamp, body), signature.strip()):
+        raise SignatureError(f"invalid {ZENDESK_SIGNATURE_HEADER}: it does not match the body and timestamp with "
+                             "the webhook's signing secret")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -22,7 +23,8 @@ from ..probers import PROBERS, ProbeResult
 from ..scheduler import ProbeMetrics, Scheduler
 from ..tickets import (EventError, SignatureError, SourceMetrics, TicketCollector, build_store, load_secret,
                        parse_event, verify_signature)
-from ..tickets.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from ..tickets.webhook import (SIGNATURE_HEADER, TIMESTAMP_HEADER, ZENDESK_SIGNATURE_HEADER, ZENDESK_TIMESTAMP_HEADER,
+                               verify_zendesk_signature)
 from ..tickets.writer import GroupWriter
 from .guard import ProbeGuard
 
@@ -60,6 +62,7 @@ class Exporter:
         self.ticket_pollers: list[asyncio.Task] = []
         self.ticket_writer = GroupWriter(self.store)
         self.webhook_secret = load_secret(config.tickets.webhook.secret_file, config.tickets.webhook.secret_env)
+        self.zendesk_secret = load_secret(config.tickets.webhook.zendesk_secret_file, None)
         self.ticket_collector = TicketCollector(self.store, self.calendars, self.ticket_sources)
         self.registry.register(self.ticket_collector)
 
@@ -168,6 +171,7 @@ def create_app(exporter: Exporter, middlewares: list | None = None) -> web.Appli
     app.router.add_post("/-/reload", handle_reload)
     app.router.add_get("/config", handle_config)
     app.router.add_post("/api/v1/ticket-events", handle_ticket_events)
+    app.router.add_post("/api/v1/ticket-events/zendesk", handle_zendesk_ticket_events)
     app.router.add_post("/api/v1/alertmanager/webhook", handle_alertmanager_webhook)
     app.router.add_get("/api/v1/alertmanager/notifications", handle_notifications)
     app.router.add_get("/runbooks/{name}", handle_runbook)
@@ -311,6 +315,23 @@ def _debug_response(target: str, module_name: str, module: dict, result: ProbeRe
     return web.Response(text=text)
 
 
+async def handle_zendesk_ticket_events(request: web.Request) -> web.Response:
+    """Accept ticket events from a Zendesk webhook, verified with Zendesk's signature scheme."""
+    exporter = request.app[EXPORTER]
+    if exporter.zendesk_secret is None:
+        return _json_error(404, "(route)", "Zendesk webhooks are off: set tickets.webhook.zendesk_secret_file")
+    raw = await request.read()
+    try:
+        verify_zendesk_signature(exporter.zendesk_secret, request.headers.get(ZENDESK_TIMESTAMP_HEADER),
+                                 request.headers.get(ZENDESK_SIGNATURE_HEADER), raw, time.time(),
+                                 exporter.config.tickets.webhook.max_age)
+    except SignatureError as error:
+        exporter.ticket_sources.error("zendesk", "signature")
+        logger.warning("Rejected Zendesk ticket events remote=%s err=%s", request.remote, error)
+        return _json_error(401, "(signature)", str(error))
+    return await _ingest_ticket_events(exporter, raw, "zendesk")
+
+
 async def handle_ticket_events(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
     raw = await request.read()
@@ -323,10 +344,14 @@ async def handle_ticket_events(request: web.Request) -> web.Response:
             exporter.ticket_sources.error("webhook", "signature")
             logger.warning("Rejected ticket events remote=%s err=%s", request.remote, error)
             return _json_error(401, "(signature)", str(error))
+    return await _ingest_ticket_events(exporter, raw, "webhook")
+
+
+async def _ingest_ticket_events(exporter: Exporter, raw: bytes, source: str) -> web.Response:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        exporter.ticket_sources.error("webhook", "invalid")
+        exporter.ticket_sources.error(source, "invalid")
         return _json_error(400, "(body)", "invalid JSON: send one event object, a list, or {\"events\": [...]}")
 
     if isinstance(body, dict) and "events" in body and "id" not in body:
@@ -345,14 +370,16 @@ async def handle_ticket_events(request: web.Request) -> web.Response:
     try:
         for index, item in enumerate(items):
             item_prefix = "" if prefix is None else f"{prefix}[{index}]." if prefix else f"[{index}]."
-            events.append(parse_event(item, config.channels, config.priorities, item_prefix))
+            event = parse_event(item, config.channels, config.priorities, item_prefix)
+            # Events from a named route count under that source unless they name one themselves.
+            events.append(event if event.source or source == "webhook" else dataclasses.replace(event, source=source))
     except EventError as error:
-        exporter.ticket_sources.error("webhook", "invalid")
+        exporter.ticket_sources.error(source, "invalid")
         logger.info("Rejected ticket events field=%s err=%s", error.field, error)
         return _json_error(400, error.field, str(error))
 
     result = await exporter.ticket_writer.ingest(events)
-    exporter.ticket_sources.success("webhook", lag=time.time() - max(event.time for event in events))
+    exporter.ticket_sources.success(source, lag=time.time() - max(event.time for event in events))
     return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates})
 
 
