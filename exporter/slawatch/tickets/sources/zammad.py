@@ -67,8 +67,8 @@ class ZammadPoller:
     async def poll_once(self) -> int:
         """Apply every ticket updated since the cursor; return the number of tickets read.
 
-        Pages arrive newest first, so the cursor moves only after the last page is applied; a restart
-        before that reads the same tickets again, and event ids make that harmless.
+        Pages arrive newest first, so the cursor moves only after the last page is applied. A restart
+        before that reads the same tickets again, which event ids make harmless.
         """
         started = time.time()
         token = Path(self.config.token_file).read_text(encoding="utf-8").strip()
