@@ -198,10 +198,11 @@ def status(event_id: str, ticket: str, at: str, value: str) -> dict:
     return {"id": event_id, "type": "ticket.status_changed", "ticket_id": ticket, "time": at, "status": value}
 
 
-EMAIL = (("channel", "email"), ("priority", "normal"))
+EMAIL = (("channel", "email"), ("priority", "normal"), ("source", "webhook"), ("team", "support"))
+EMAIL_CALENDAR = tuple(sorted(EMAIL + (("clock", "calendar"),)))
 
 
-def bucket(le: str, labels=EMAIL) -> tuple:
+def bucket(le: str, labels=EMAIL_CALENDAR) -> tuple:
     return ("slawatch_ticket_first_response_seconds_bucket", tuple(sorted(labels + (("le", le),))))
 
 
@@ -221,8 +222,8 @@ async def test_ticket_first_response_histogram(make_client):
 
     assert response.status == 200
     assert await response.json() == {"accepted": 6, "duplicates": 0}
-    assert samples[("slawatch_ticket_first_response_seconds_count", EMAIL)] == 2
-    assert samples[("slawatch_ticket_first_response_seconds_sum", EMAIL)] == 2400 + 7200
+    assert samples[("slawatch_ticket_first_response_seconds_count", EMAIL_CALENDAR)] == 2
+    assert samples[("slawatch_ticket_first_response_seconds_sum", EMAIL_CALENDAR)] == 2400 + 7200
     assert samples[bucket("1800.0")] == 0
     assert samples[bucket("3600.0")] == 1
     assert samples[bucket("7200.0")] == 2
@@ -233,7 +234,8 @@ async def test_ticket_open_and_oldest_unanswered(make_client):
     client, _ = await make_client()
     now = time.time()
     iso = lambda seconds_ago: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - seconds_ago))  # noqa: E731
-    phone = (("channel", "phone"), ("priority", "high"))
+    phone = (("channel", "phone"), ("priority", "high"), ("source", "webhook"), ("team", "support"))
+    phone_calendar = tuple(sorted(phone + (("clock", "calendar"),)))
     events = [
         created("a1", "A", iso(600), "phone", "high"),
         created("b1", "B", iso(300), "phone", "high"),
@@ -247,8 +249,9 @@ async def test_ticket_open_and_oldest_unanswered(make_client):
     samples = parse_metrics(await (await client.get("/metrics")).text())
 
     assert samples[("slawatch_tickets_open", phone)] == 3
-    assert 600 <= samples[("slawatch_ticket_oldest_unanswered_age_seconds", phone)] < 660
-    assert samples[("slawatch_ticket_oldest_unanswered_age_seconds", EMAIL)] == 0
+    assert samples[("slawatch_tickets_unanswered", phone)] == 2
+    assert 600 <= samples[("slawatch_ticket_oldest_unanswered_age_seconds", phone_calendar)] < 660
+    assert samples[("slawatch_ticket_oldest_unanswered_age_seconds", EMAIL_CALENDAR)] == 0
 
 
 async def test_ticket_duplicate_and_out_of_order(make_client):
@@ -263,11 +266,11 @@ async def test_ticket_duplicate_and_out_of_order(make_client):
     after = parse_metrics(await (await client.get("/metrics")).text())
 
     assert await first.json() == {"accepted": 1, "duplicates": 0}
-    assert before[("slawatch_ticket_first_response_seconds_count", EMAIL)] == 0
+    assert before.get(("slawatch_ticket_first_response_seconds_count", EMAIL_CALENDAR), 0) == 0
     assert await second.json() == {"accepted": 1, "duplicates": 1}
     assert await third.json() == {"accepted": 0, "duplicates": 1}
-    assert after[("slawatch_ticket_first_response_seconds_count", EMAIL)] == 1
-    assert after[("slawatch_ticket_first_response_seconds_sum", EMAIL)] == 300
+    assert after[("slawatch_ticket_first_response_seconds_count", EMAIL_CALENDAR)] == 1
+    assert after[("slawatch_ticket_first_response_seconds_sum", EMAIL_CALENDAR)] == 300
 
 
 BAD_EVENTS = [
@@ -358,8 +361,8 @@ async def test_ticket_counters_survive_restart(make_client, tmp_path: Path):
     finally:
         restarted.store.close()
 
-    assert samples[("slawatch_ticket_first_response_seconds_count", EMAIL)] == 1
-    assert samples[("slawatch_ticket_first_response_seconds_sum", EMAIL)] == 1200
+    assert samples[("slawatch_ticket_first_response_seconds_count", EMAIL_CALENDAR)] == 1
+    assert samples[("slawatch_ticket_first_response_seconds_sum", EMAIL_CALENDAR)] == 1200
     assert samples[("slawatch_tickets_created_total", EMAIL)] == 2
     assert samples[("slawatch_tickets_open", EMAIL)] == 2
 

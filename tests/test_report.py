@@ -28,12 +28,12 @@ import pytest
 import yaml
 
 from slawatch import names
-from slawatch.config import load_config
+from slawatch.config import TicketsConfig, load_config
 from slawatch.report import Period, ReportError, build_report, write_report
 from slawatch.report.build import nearest_rank
 from slawatch.report.queries import Prometheus
 from slawatch.tickets.events import TicketEvent
-from slawatch.tickets.store import TicketStore
+from slawatch.tickets.build import build_store
 
 from conftest import free_port, require_binary, wait_http, write_config
 
@@ -178,7 +178,8 @@ TICKETS = (
 
 
 def fill_ticket_store(path: Path) -> None:
-    store = TicketStore(path, [60, 300, 900, 1800, 3600, 7200, 14400])
+    store, _ = build_store(TicketsConfig(database=str(path), first_response_buckets=[60, 300, 900, 1800, 3600,
+                                                                                      7200, 14400]))
     events = []
     for ticket_id, channel, created, seconds in TICKETS:
         events.append(TicketEvent(id=f"{ticket_id}-c", type="ticket.created", ticket_id=ticket_id, time=created,

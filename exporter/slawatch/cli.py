@@ -129,7 +129,8 @@ async def _serve(config: Config, config_path: str | None, host: str | None, port
     try:
         exporter = Exporter(config, config_path, runbooks_dir=runbooks)
     except ValueError as error:
-        logger.error("Cannot start the exporter err=%s", error)
+        # For example an unreadable tickets.webhook.secret_file.
+        print(error, file=sys.stderr)
         return 1
     app = create_app(exporter, middlewares)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -370,7 +371,33 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--pdf", action="store_true",
                         help="also print the HTML to PDF with headless Chromium (Debian package chromium)")
     report.set_defaults(func=cmd_report)
+    tickets = commands.add_parser("tickets", help="ticket store tools")
+    ticket_commands = tickets.add_subparsers(dest="tickets_command", required=True)
+    backfill = ticket_commands.add_parser(
+        "backfill", help="write past ticket metrics as OpenMetrics for promtool tsdb create-blocks-from openmetrics")
+    add_config(backfill)
+    backfill.add_argument("--events", help="JSON-lines file of ticket events to replay")
+    backfill.add_argument("--database", help="slawatch ticket store to read (it is copied, never changed)")
+    backfill.add_argument("--out", required=True, help="OpenMetrics file to write")
+    backfill.add_argument("--step", default="5m", help="time between samples, a duration such as 1m or 5m (default 5m)")
+    backfill.set_defaults(func=cmd_tickets_backfill)
     return parser
+
+
+def cmd_tickets_backfill(args: argparse.Namespace) -> int:
+    from .durations import parse_duration
+    from .tickets.backfill import run_backfill
+
+    config = _load_or_report(args.config_file)
+    if config is None:
+        return 1
+    try:
+        step = parse_duration(args.step)
+    except ValueError as error:
+        print(f"--step: {error}", file=sys.stderr)
+        return 2
+    return run_backfill(config.tickets, locale_from(config), Path(args.out), step,
+                        Path(args.events) if args.events else None, Path(args.database) if args.database else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,10 @@ import ipaddress
 import re
 from importlib import resources
 from pathlib import Path
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
@@ -27,6 +29,7 @@ LOCALES = ("en", "zh-CN")
 
 DEFAULT_PROBE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 DEFAULT_FIRST_RESPONSE_BUCKETS = [60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0]
+DEFAULT_RESOLUTION_BUCKETS = [3600.0, 14400.0, 28800.0, 86400.0, 172800.0, 345600.0, 604800.0, 1209600.0, 2592000.0]
 
 
 class ConfigError(ValueError):
@@ -375,8 +378,142 @@ class Target(StrictModel):
         return value
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+TicketMeasure = Literal["first_response", "first_resolution", "full_resolution", "requester_wait"]
+
+
 class Calendar(StrictModel):
+    """Business hours: an IANA time zone, weekly ranges, holidays and make-up working days."""
+
     timezone: str = "UTC"
+    always_open: bool = False
+    hours: dict[Weekday, list[str]] = Field(default_factory=dict)
+    holidays: list[date] = Field(default_factory=list)
+    workdays: list[date] = Field(default_factory=list, description="make-up working days")
+    workday_hours: list[str] | None = None
+    holiday_source: Literal["none", "china"] = "none"
+    unknown_dates: Literal["weekly", "closed"] = "weekly"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Asia/Shanghai or UTC") from None
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_ranges(cls, hours: dict[str, list[str]]) -> dict[str, list[str]]:
+        from .tickets.calendar import parse_range
+
+        for ranges in hours.values():
+            for text in ranges:
+                parse_range(text)
+        return hours
+
+    @model_validator(mode="after")
+    def _has_hours(self) -> "Calendar":
+        if not self.always_open and not any(self.hours.values()):
+            raise ValueError("no opening hours: add hours (for example mon: [09:00-18:00]) or set always_open: true")
+        return self
+
+
+class TicketSLA(StrictModel):
+    """A ticket latency target; its threshold becomes a histogram bucket boundary."""
+
+    name: LabelName
+    measure: TicketMeasure = "first_response"
+    threshold: Duration
+    channels: list[LabelName] = Field(default_factory=list, description="empty: every channel")
+    priorities: list[LabelName] = Field(default_factory=list, description="empty: every priority")
+
+
+class TicketWebhook(StrictModel):
+    """HMAC-SHA256 verification of POST /api/v1/ticket-events."""
+
+    secret_file: str | None = None
+    secret_env: str | None = None
+    max_age: Duration = 300.0
+    # Signing secret of a Zendesk webhook that posts to /api/v1/ticket-events/zendesk.
+    zendesk_secret_file: str | None = None
+
+
+class RTSource(StrictModel):
+    """A Request Tracker 5 instance polled through its REST2 API."""
+
+    url: str = Field(description="base URL, for example https://rt.example.com (REST2 is under /REST/2.0/)")
+    user: str | None = None
+    password_file: str | None = None
+    token_file: str | None = Field(default=None, description="REST2 auth token (RT::Authen::Token)")
+    interval: Duration = 60.0
+    page_size: int = Field(default=50, ge=1, le=100)
+    query: str = Field(default="", description="extra TicketSQL, ANDed with the LastUpdated cursor")
+    start: datetime | None = Field(default=None, description="first LastUpdated to read when no cursor is stored")
+    channel: LabelName = "email"
+    bot_users: list[str] = Field(default_factory=list)
+    # RT 5's default lifecycle; a value "removed:<reason>" removes the ticket.
+    status_map: dict[str, str] = Field(default_factory=lambda: {
+        "new": "new", "open": "open", "stalled": "pending", "resolved": "solved", "rejected": "closed",
+        "deleted": "removed:deleted"})
+    # The lowest RT priority number of each priority label (RT 5's Low/Medium/High are 0/50/100).
+    priority_map: dict[int, LabelName] = Field(default_factory=lambda: {0: "low", 50: "normal", 100: "high"})
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "RTSource":
+        if (self.password_file is not None) == (self.token_file is not None):
+            raise ValueError("set exactly one of password_file (with user) or token_file")
+        if self.password_file is not None and not self.user:
+            raise ValueError("password_file needs user: the RT user name")
+        return self
+
+
+class JiraSource(StrictModel):
+    """A Jira Service Management site polled through the Jira Cloud platform REST API v3."""
+
+    url: str = Field(description="site URL, for example https://example.atlassian.net")
+    user: str = Field(description="the account's email address")
+    token_file: str = Field(description="file with an Atlassian API token")
+    jql: str = Field(default="", description="JQL that selects the service-desk issues, for example project = SUP")
+    interval: Duration = 60.0
+    page_size: int = Field(default=50, ge=1, le=100)
+    channel: LabelName = "email"
+    # Status names of the default service-desk workflows; a value "removed:<reason>" removes the ticket.
+    status_map: dict[str, str] = Field(default_factory=lambda: {
+        "Open": "open", "Waiting for support": "open", "In Progress": "open", "Waiting for customer": "pending",
+        "Pending": "on_hold", "Resolved": "solved", "Done": "solved", "Closed": "closed", "Canceled": "closed"})
+    priority_map: dict[str, LabelName] = Field(default_factory=lambda: {
+        "Lowest": "low", "Low": "low", "Medium": "normal", "High": "high", "Highest": "urgent"})
+    default_priority: LabelName = "normal"
+
+
+class ZammadSource(StrictModel):
+    """A Zammad instance polled through its REST API."""
+
+    url: str = Field(description="base URL, for example https://zammad.example.com (the API is under /api/v1/)")
+    token_file: str = Field(description="file with a Zammad access token")
+    query: str = Field(default="*", description="ticket search query")
+    interval: Duration = 60.0
+    page_size: int = Field(default=50, ge=1, le=100)
+    max_pages: int = Field(default=20, ge=1)
+    # Zammad's default states; a value "removed:<reason>" removes the ticket.
+    status_map: dict[str, str] = Field(default_factory=lambda: {
+        "new": "new", "open": "open", "pending reminder": "on_hold", "pending close": "solved", "closed": "closed",
+        "merged": "removed:merged", "removed": "removed:deleted"})
+    priority_map: dict[str, LabelName] = Field(default_factory=lambda: {
+        "1 low": "low", "2 normal": "normal", "3 high": "high"})
+    default_priority: LabelName = "normal"
+    # Article type of the ticket's first message -> channel label.
+    channel_map: dict[str, LabelName] = Field(default_factory=lambda: {
+        "email": "email", "phone": "phone", "chat": "chat", "web": "email"})
+    default_channel: LabelName = "email"
+
+
+class TicketSources(StrictModel):
+    rt: RTSource | None = None
+    jira: JiraSource | None = None
+    zammad: ZammadSource | None = None
 
 
 class TicketsConfig(StrictModel):
@@ -384,11 +521,29 @@ class TicketsConfig(StrictModel):
     channels: list[LabelName] = Field(default_factory=lambda: ["phone", "email", "chat", "forum"])
     priorities: list[LabelName] = Field(default_factory=lambda: ["low", "normal", "high", "urgent"])
     first_response_buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_FIRST_RESPONSE_BUCKETS))
+    resolution_buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_RESOLUTION_BUCKETS))
+    calendars: dict[LabelName, Calendar] = Field(default_factory=dict)
+    business_calendar: str | None = None
+    priority_calendars: dict[LabelName, str] = Field(default_factory=dict)
+    teams: dict[str, LabelName] = Field(default_factory=dict, description="helpdesk group or queue -> team label")
+    default_team: LabelName = "support"
+    agent_created: Literal["answered_at_creation", "next_reply", "exclude"] = "answered_at_creation"
+    bot_first_response: bool = False
+    slas: list[TicketSLA] = Field(
+        default_factory=lambda: [TicketSLA(name="first_response", measure="first_response", threshold=3600.0)])
+    webhook: TicketWebhook = Field(default_factory=TicketWebhook)
+    sources: TicketSources = Field(default_factory=TicketSources)
 
-    @field_validator("first_response_buckets")
+    @field_validator("first_response_buckets", "resolution_buckets")
     @classmethod
     def _sorted_buckets(cls, buckets: list[float]) -> list[float]:
         return _check_buckets(buckets)
+
+    def buckets_for(self, measure: str, extra: list[float] = ()) -> list[float]:
+        """Return a measure's bucket bounds: the configured ones plus every SLA threshold on it."""
+        base = self.first_response_buckets if measure == "first_response" else self.resolution_buckets
+        thresholds = [sla.threshold for sla in self.slas if sla.measure == measure]
+        return sorted(set(base) | set(thresholds) | set(extra))
 
 
 class ProbeSecurity(StrictModel):
@@ -646,6 +801,7 @@ def _cross_checks(config: Config) -> list[str]:
                     f"{path}.priority: unknown priority {slo.priority!r}: use one of {config.tickets.priorities}"
                 )
     problems.extend(_status_checks(config))
+    problems += _ticket_checks(config.tickets)
     return problems
 
 
@@ -658,6 +814,82 @@ def _status_checks(config: Config) -> list[str]:
                 f"status.services.{service}: no public target has service {service!r}: "
                 f"use one of {public} or set public: true on its target"
             )
+    return problems
+
+
+def _ticket_checks(tickets: TicketsConfig) -> list[str]:
+    """Return problems in tickets: calendars, priorities and SLAs that refer to each other."""
+    problems = []
+    calendars = sorted(tickets.calendars) + ["24x7"]
+    if tickets.business_calendar is not None and tickets.business_calendar not in calendars:
+        problems.append(f"tickets.business_calendar: unknown calendar {tickets.business_calendar!r}: "
+                        f"use one of {calendars} or add it under tickets.calendars")
+    for priority, name in tickets.priority_calendars.items():
+        if priority not in tickets.priorities:
+            problems.append(f"tickets.priority_calendars.{priority}: unknown priority: use one of {tickets.priorities}")
+        if name not in calendars:
+            problems.append(f"tickets.priority_calendars.{priority}: unknown calendar {name!r}: use one of {calendars}")
+    names = set()
+    for index, sla in enumerate(tickets.slas):
+        path = f"tickets.slas[{index}]"
+        if sla.name in names:
+            problems.append(f"{path}.name: duplicate SLA name {sla.name!r}: give each SLA a unique name")
+        names.add(sla.name)
+        for channel in sla.channels:
+            if channel not in tickets.channels:
+                problems.append(f"{path}.channels: unknown channel {channel!r}: use one of {tickets.channels}")
+        for priority in sla.priorities:
+            if priority not in tickets.priorities:
+                problems.append(f"{path}.priorities: unknown priority {priority!r}: use one of {tickets.priorities}")
+    allowed = ["new", "open", "pending", "on_hold", "solved", "closed", "removed:merged", "removed:deleted",
+               "removed:spam"]
+    rt = tickets.sources.rt
+    if rt is not None:
+        for rt_status, status in rt.status_map.items():
+            if status not in allowed:
+                problems.append(f"tickets.sources.rt.status_map.{rt_status}: unknown status {status!r}: "
+                                f"use one of {allowed}")
+        for number, priority in rt.priority_map.items():
+            if priority not in tickets.priorities:
+                problems.append(f"tickets.sources.rt.priority_map.{number}: unknown priority {priority!r}: "
+                                f"use one of {tickets.priorities}")
+        if rt.channel not in tickets.channels:
+            problems.append(f"tickets.sources.rt.channel: unknown channel {rt.channel!r}: use one of {tickets.channels}")
+    jira = tickets.sources.jira
+    if jira is not None:
+        for name, status in jira.status_map.items():
+            if status not in allowed:
+                problems.append(f"tickets.sources.jira.status_map.{name}: unknown status {status!r}: use one of {allowed}")
+        for name, priority in jira.priority_map.items():
+            if priority not in tickets.priorities:
+                problems.append(f"tickets.sources.jira.priority_map.{name}: unknown priority {priority!r}: "
+                                f"use one of {tickets.priorities}")
+        if jira.default_priority not in tickets.priorities:
+            problems.append(f"tickets.sources.jira.default_priority: unknown priority {jira.default_priority!r}: "
+                            f"use one of {tickets.priorities}")
+        if jira.channel not in tickets.channels:
+            problems.append(f"tickets.sources.jira.channel: unknown channel {jira.channel!r}: "
+                            f"use one of {tickets.channels}")
+    zammad = tickets.sources.zammad
+    if zammad is not None:
+        for name, status in zammad.status_map.items():
+            if status not in allowed:
+                problems.append(f"tickets.sources.zammad.status_map.{name}: unknown status {status!r}: "
+                                f"use one of {allowed}")
+        for name, priority in zammad.priority_map.items():
+            if priority not in tickets.priorities:
+                problems.append(f"tickets.sources.zammad.priority_map.{name}: unknown priority {priority!r}: "
+                                f"use one of {tickets.priorities}")
+        for name, channel in [*zammad.channel_map.items(), ("default_channel", zammad.default_channel)]:
+            if channel not in tickets.channels:
+                key = "default_channel" if name == "default_channel" else f"channel_map.{name}"
+                problems.append(f"tickets.sources.zammad.{key}: unknown channel {channel!r}: "
+                                f"use one of {tickets.channels}")
+        if zammad.default_priority not in tickets.priorities:
+            problems.append(f"tickets.sources.zammad.default_priority: unknown priority {zammad.default_priority!r}: "
+                            f"use one of {tickets.priorities}")
+    if tickets.webhook.secret_file and tickets.webhook.secret_env:
+        problems.append("tickets.webhook: both secret_file and secret_env are set: keep one")
     return problems
 
 

@@ -1224,8 +1224,10 @@ def _support_dashboard(config: Config, context: _Context) -> Dashboard:
         _stat(context, "support.unanswered", [Query(f"sum({unanswered})")],
               unit="short", width=6, decimals=0, color_mode="none"),
         _stat(context, "support.automation",
-              [Query(f'sum by (channel) (increase({names.TICKET_FIRST_RESPONSES_TOTAL}'
+              # "or 0 * ..." gives 0% for a channel whose first responses all came from people.
+              [Query(f'(sum by (channel) (increase({names.TICKET_FIRST_RESPONSES_TOTAL}'
                      f'{{{TICKET_MATCHERS}, responder="automation"}}[$__range])) '
+                     f"or 0 * sum by (channel) (increase({first_responses}[$__range]))) "
                      f"/ sum by (channel) (increase({first_responses}[$__range]))", "{{channel}}")],
               unit="percentunit", width=6, decimals=1, color_mode="none"),
         _timeseries(context, "support.backlog_trend",

@@ -8,6 +8,7 @@ and returns plain Python values. Prometheus evaluates month-long windows at
 from __future__ import annotations
 
 import calendar
+import json
 import math
 import sqlite3
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 import requests
 
 from .. import names
+from ..tickets.lifecycle import REMOVED as REMOVED_TOTAL
 from ..durations import format_le
 
 HOUR = 3600.0
@@ -251,6 +253,10 @@ def business_share_within(prometheus: Prometheus, period: Period) -> dict[str, f
 # --- tickets ------------------------------------------------------------------------
 
 
+# Counter of merged, deleted and spam tickets in the ticket store.
+REMOVED_TOTAL = "slawatch_tickets_removed_total"
+
+
 @dataclass
 class TicketRow:
     channel: str
@@ -270,12 +276,32 @@ def tickets_of(database: str | Path, period: Period) -> list[TicketRow]:
                           "to the exporter's database file")
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = connection.execute(
-            "SELECT channel, priority, created, first_response FROM tickets "
-            "WHERE created IS NOT NULL AND created < ? AND (first_response IS NULL OR first_response >= ? "
-            "OR created >= ?)",
-            (period.end, period.start, period.start),
+        series = {series_id: (name, json.loads(labels))
+                  for series_id, name, labels in connection.execute("SELECT id, name, labels FROM series")}
+        states = connection.execute(
+            "SELECT created, labels, contributions FROM ticket_state WHERE created IS NOT NULL AND created < ?",
+            (period.end,),
         ).fetchall()
+    except sqlite3.Error as error:
+        raise ReportError(f"cannot read the ticket store {path}: {error}") from None
     finally:
         connection.close()
-    return [TicketRow(*row) for row in rows]
+
+    result = []
+    for created, labels, contributions in states:
+        _, channel, priority, _ = json.loads(labels)
+        first_response = None
+        removed = False
+        # A ticket's contributions are [series id, value, Unix time]; the first-response observation on the
+        # calendar clock is made at the moment of the first response.
+        for series_id, _, at in json.loads(contributions):
+            name, series_labels = series.get(series_id, ("", []))
+            if name == names.TICKET_FIRST_RESPONSE and series_labels[-1] == "calendar":
+                first_response = at
+            elif name == REMOVED_TOTAL:
+                removed = True
+        if removed:
+            continue
+        if first_response is None or first_response >= period.start or created >= period.start:
+            result.append(TicketRow(channel, priority, created, first_response))
+    return result

@@ -14,15 +14,29 @@ docs/ticket-events.md describes every field.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-EVENT_TYPES = ("ticket.created", "ticket.replied", "ticket.status_changed")
-AUTHORS = ("agent", "requester", "system")
-STATUSES = ("new", "open", "pending", "solved", "closed")
-OPEN_STATUSES = ("new", "open", "pending")
+EVENT_TYPES = ("ticket.created", "ticket.replied", "ticket.status_changed", "ticket.updated", "ticket.removed")
+# Author kinds:
+#   agent       a person on the support staff
+#   requester   the customer who opened the ticket
+#   end_user    another customer, for example in CC or on a forum thread
+#   bot         an automated assistant that answers questions
+#   automation  triggers, macros and auto-replies
+#   system      messages the helpdesk writes itself
+AUTHORS = ("agent", "requester", "end_user", "bot", "automation", "system")
+STATUSES = ("new", "open", "pending", "on_hold", "solved", "closed")
+OPEN_STATUSES = ("new", "open", "pending", "on_hold")
+SOLVED_STATUSES = ("solved", "closed")
+REMOVAL_REASONS = ("merged", "deleted", "spam")
+VISIBILITIES = ("public", "internal")
 MAX_ID_LENGTH = 200
+LABEL_VALUE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.-]{0,62}$")
+KNOWN_FIELDS = {"id", "type", "ticket_id", "time", "source", "channel", "priority", "team", "author", "public",
+                "visibility", "merge_comment", "status", "reason", "merged_into"}
 
 
 class EventError(ValueError):
@@ -39,11 +53,16 @@ class TicketEvent:
     type: str
     ticket_id: str
     time: float
+    source: str | None = None
     channel: str | None = None
     priority: str | None = None
+    team: str | None = None
     author: str | None = None
     public: bool = True
+    merge_comment: bool = False
     status: str | None = None
+    reason: str | None = None
+    merged_into: str | None = None
 
 
 def parse_event(data: Any, channels: list[str], priorities: list[str], prefix: str = "") -> TicketEvent:
@@ -51,10 +70,9 @@ def parse_event(data: Any, channels: list[str], priorities: list[str], prefix: s
     if not isinstance(data, dict):
         raise EventError(prefix.rstrip(".") or "(body)", "expected a JSON object with id, type, ticket_id and time")
 
-    known = {"id", "type", "ticket_id", "time", "channel", "priority", "author", "public", "status"}
     for key in data:
-        if key not in known:
-            raise EventError(f"{prefix}{key}", f"unknown field: remove it or use one of {sorted(known)}")
+        if key not in KNOWN_FIELDS:
+            raise EventError(f"{prefix}{key}", f"unknown field: remove it or use one of {sorted(KNOWN_FIELDS)}")
 
     event_id = _required_string(data, "id", prefix)
     event_type = _required_string(data, "type", prefix)
@@ -64,25 +82,63 @@ def parse_event(data: Any, channels: list[str], priorities: list[str], prefix: s
     timestamp = _parse_time(data.get("time"), f"{prefix}time")
 
     fields: dict[str, Any] = {}
+    if "source" in data:
+        fields["source"] = _label(data, "source", prefix)
+    if "team" in data:
+        fields["team"] = _required_string(data, "team", prefix)
     if event_type == "ticket.created":
         fields["channel"] = _choice(data, "channel", channels, prefix)
         fields["priority"] = _choice(data, "priority", priorities, prefix)
-    elif event_type == "ticket.replied":
-        fields["author"] = _choice(data, "author", list(AUTHORS), prefix)
-        public = data.get("public", True)
-        if not isinstance(public, bool):
-            raise EventError(f"{prefix}public", f"expected true or false, got {public!r}")
-        fields["public"] = public
+        # Who opened the ticket: a requester by default, an agent for a ticket logged from a phone call.
+        fields["author"] = _choice(data, "author", list(AUTHORS), prefix) if "author" in data else "requester"
+        fields["public"] = _visibility(data, prefix)
     else:
-        fields["status"] = _choice(data, "status", list(STATUSES), prefix)
-    if event_type != "ticket.created":
         # Channel and priority may change during a ticket's life; accept them on any event.
         if "channel" in data:
             fields["channel"] = _choice(data, "channel", channels, prefix)
         if "priority" in data:
             fields["priority"] = _choice(data, "priority", priorities, prefix)
 
+    if event_type == "ticket.replied":
+        fields["author"] = _choice(data, "author", list(AUTHORS), prefix)
+        fields["public"] = _visibility(data, prefix)
+        fields["merge_comment"] = _boolean(data, "merge_comment", False, prefix)
+    elif event_type == "ticket.status_changed":
+        fields["status"] = _choice(data, "status", list(STATUSES), prefix)
+    elif event_type == "ticket.removed":
+        fields["reason"] = _choice(data, "reason", list(REMOVAL_REASONS), prefix)
+        if "merged_into" in data:
+            if fields["reason"] != "merged":
+                raise EventError(f"{prefix}merged_into", "only a ticket removed with reason merged has merged_into")
+            fields["merged_into"] = _required_string(data, "merged_into", prefix)
+
     return TicketEvent(id=event_id, type=event_type, ticket_id=ticket_id, time=timestamp, **fields)
+
+
+def _visibility(data: dict, prefix: str) -> bool:
+    """Return whether the message is customer-visible, from `public` or `visibility` (they must agree)."""
+    public = _boolean(data, "public", True, prefix)
+    if "visibility" in data:
+        visibility = _choice(data, "visibility", list(VISIBILITIES), prefix)
+        if "public" in data and public != (visibility == "public"):
+            raise EventError(f"{prefix}visibility", f"{visibility!r} contradicts public: {public}: send only one")
+        public = visibility == "public"
+    return public
+
+
+def _boolean(data: dict, key: str, default: bool, prefix: str) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise EventError(f"{prefix}{key}", f"expected true or false, got {value!r}")
+    return value
+
+
+def _label(data: dict, key: str, prefix: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not LABEL_VALUE.match(value):
+        raise EventError(f"{prefix}{key}", f"invalid value {value!r}: use letters, digits, '_', '.' or '-', "
+                                           "starting with a letter, at most 63 characters")
+    return value
 
 
 def _required_string(data: dict, key: str, prefix: str) -> str:

@@ -1,31 +1,41 @@
-"""Durable ticket store (SQLite) and the metrics derived from it.
+"""Durable ticket store (SQLite, WAL) with the metric aggregates kept beside the events.
 
-Events are stored once per event id. A ticket's state is recomputed from all
-of its stored events, so events that arrive out of order give the same result.
-The first-response histogram and the created counter are rebuilt from the
-database at start-up, so they continue across exporter restarts instead of
-dropping to zero.
+Each event is stored once per event id. After a batch of events, every
+affected ticket is recomputed from all of its stored events (see lifecycle.py)
+and the difference between its new and its previous contributions is applied
+to the aggregate tables in the same transaction. So:
+
+- a committed event is counted exactly once, also across restarts and after a
+  SIGKILL (the transaction either committed or left no trace);
+- events that arrive late, twice or out of order give the same aggregates as
+  events that arrived in order, and an event for a ticket not created yet is
+  kept and applied when the creation arrives;
+- start-up reads the aggregate tables and the open tickets only, not the events.
+
+A late event that changes a value already observed (for example an earlier
+reply that arrives after a later one) replaces the old observation, so a bucket
+can decrease. Prometheus reads a decrease as a counter reset;
+`slawatch_ticket_corrections_total` counts them.
 """
 
 from __future__ import annotations
 
-import bisect
+import json
 import logging
 import sqlite3
 import threading
 import time
+from bisect import bisect_left
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
-
-from .. import names
-from ..durations import format_le
-from .events import OPEN_STATUSES, TicketEvent
+from .events import TicketEvent
+from .lifecycle import HISTOGRAMS, MEASURES, Contribution, EventRow, Policy, derive
 
 logger = logging.getLogger("slawatch.tickets")
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
@@ -37,35 +47,65 @@ CREATE TABLE IF NOT EXISTS events (
     author TEXT,
     public INTEGER NOT NULL DEFAULT 1,
     status TEXT,
-    received REAL NOT NULL
+    received REAL NOT NULL,
+    source TEXT,
+    team TEXT,
+    merge_comment INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    merged_into TEXT
 );
 CREATE INDEX IF NOT EXISTS events_ticket ON events (ticket_id);
-CREATE TABLE IF NOT EXISTS tickets (
+CREATE TABLE IF NOT EXISTS ticket_state (
     ticket_id TEXT PRIMARY KEY,
-    channel TEXT,
-    priority TEXT,
     created REAL,
-    first_response REAL,
-    response_channel TEXT,
-    response_priority TEXT,
-    status TEXT NOT NULL DEFAULT 'new'
+    open INTEGER NOT NULL DEFAULT 0,
+    answered INTEGER NOT NULL DEFAULT 0,
+    labels TEXT,
+    contributions TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS ticket_state_open ON ticket_state (open) WHERE open = 1;
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    UNIQUE (name, labels)
+);
+CREATE TABLE IF NOT EXISTS counter_values (
+    series_id INTEGER PRIMARY KEY,
+    value REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS histogram_values (
+    series_id INTEGER PRIMARY KEY,
+    buckets TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    sum REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
+EVENT_COLUMNS = ("id", "ticket_id", "type", "time", "channel", "priority", "author", "public", "status",
+                 "received", "source", "team", "merge_comment", "reason", "merged_into")
+ROW_COLUMNS = ("id", "type", "time", "source", "channel", "priority", "team", "author", "public",
+               "merge_comment", "status", "reason")
+# Old databases (schema 1) lack these event columns.
+ADDED_EVENT_COLUMNS = {"source": "TEXT", "team": "TEXT", "merge_comment": "INTEGER NOT NULL DEFAULT 0",
+                       "reason": "TEXT", "merged_into": "TEXT"}
 
 
 @dataclass
-class _OpenTicket:
-    channel: str
-    priority: str
+class OpenTicket:
+    labels: tuple[str, ...]
     created: float
     answered: bool
 
 
 @dataclass
-class _Histogram:
+class HistogramValue:
     buckets: list[int]
     count: int = 0
-    total: float = 0.0
+    sum: float = 0.0
 
 
 @dataclass
@@ -76,16 +116,23 @@ class IngestResult:
 
 
 class TicketStore:
-    """SQLite-backed tickets with in-memory aggregates for scraping.
+    """SQLite-backed tickets and metric aggregates.
 
     The database runs in WAL mode with synchronous=NORMAL: a committed batch
     survives a crash or SIGKILL of the exporter, though the last commits can
-    be lost if the whole machine loses power.
+    be lost if the whole machine loses power (synchronous=FULL closes that gap
+    at the cost of an fsync per batch; see `durable`).
+
+    Usage:
+
+        store = TicketStore("tickets.db", {name: bounds, ...}, policy)
+        store.ingest([parse_event(...)])
     """
 
-    def __init__(self, path: str | Path, buckets: list[float]):
+    def __init__(self, path: str | Path, buckets: dict[str, list[float]], policy: Policy, durable: bool = False):
         self.path = str(path)
-        self.bucket_bounds = list(buckets)
+        self.buckets = {name: list(buckets[name]) for name in HISTOGRAMS}
+        self.policy = policy
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -93,197 +140,308 @@ class TicketStore:
         except sqlite3.Error as error:
             raise ValueError(f"cannot open the ticket database {self.path!r}: {error}: check tickets.database "
                              "and that its directory exists and is writable") from None
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self.histograms: dict[tuple[str, str], _Histogram] = {}
-        self.created: dict[tuple[str, str], int] = {}
-        self.open: dict[str, _OpenTicket] = {}
-        self.events_received: dict[str, int] = {}
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._migrate()
+
+        self.series: dict[tuple[str, tuple[str, ...]], int] = {}
+        self.series_keys: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self.counters: dict[int, float] = {}
+        self.histograms: dict[int, HistogramValue] = {}
+        self.open: dict[str, OpenTicket] = {}
+        self.events_received: Counter[str] = Counter()
+        self.corrections = 0
         self._load()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+    # --- start-up ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        has_events = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone() is not None
+        if has_events and version < SCHEMA_VERSION:
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            for column, kind in ADDED_EVENT_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
+            self._db.execute("DROP TABLE IF EXISTS tickets")
+        self._db.executescript(SCHEMA)
+        if version < SCHEMA_VERSION:
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if has_events:
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('buckets', 'rebuild')")
+
     def _load(self) -> None:
         started = time.monotonic()
-        rows = self._db.execute(
-            "SELECT response_channel, response_priority, first_response - created FROM tickets "
-            "WHERE first_response IS NOT NULL AND created IS NOT NULL"
-        )
-        for channel, priority, seconds in rows:
-            self._observe(channel, priority, seconds)
-        for channel, priority, count in self._db.execute(
-            "SELECT channel, priority, COUNT(*) FROM tickets WHERE created IS NOT NULL GROUP BY channel, priority"
-        ):
-            self.created[(channel, priority)] = count
-        for ticket_id, channel, priority, created, first_response, status in self._db.execute(
-            "SELECT ticket_id, channel, priority, created, first_response, status FROM tickets "
-            "WHERE created IS NOT NULL AND status IN (?, ?, ?)", OPEN_STATUSES
-        ):
-            self.open[ticket_id] = _OpenTicket(channel, priority, created, first_response is not None)
-        logger.info("Loaded ticket store path=%s open_tickets=%d seconds=%.3f", self.path, len(self.open),
-                    time.monotonic() - started)
+        stored = self._db.execute("SELECT value FROM meta WHERE key = 'buckets'").fetchone()
+        layout = json.dumps(self.buckets, sort_keys=True)
+        self._load_series()
+        if stored is None or stored[0] != layout:
+            self._rebuild(layout, first_start=stored is None)
+            self._load_series()
 
-    def _observe(self, channel: str, priority: str, seconds: float) -> None:
-        histogram = self.histograms.setdefault((channel, priority), _Histogram([0] * len(self.bucket_bounds)))
-        seconds = max(0.0, seconds)
-        index = bisect.bisect_left(self.bucket_bounds, seconds)
-        if index < len(self.bucket_bounds):
-            histogram.buckets[index] += 1
-        histogram.count += 1
-        histogram.total += seconds
+        for series_id, value in self._db.execute("SELECT series_id, value FROM counter_values"):
+            self.counters[series_id] = value
+        for series_id, buckets, count, total in self._db.execute(
+                "SELECT series_id, buckets, count, sum FROM histogram_values"):
+            self.histograms[series_id] = HistogramValue(json.loads(buckets), count, total)
+        for ticket_id, created, answered, labels in self._db.execute(
+                "SELECT ticket_id, created, answered, labels FROM ticket_state WHERE open = 1"):
+            self.open[ticket_id] = OpenTicket(tuple(json.loads(labels)), created, bool(answered))
+        logger.info("Loaded ticket store path=%s series=%d open_tickets=%d seconds=%.3f", self.path,
+                    len(self.series), len(self.open), time.monotonic() - started)
 
-    def ingest(self, events: list[TicketEvent]) -> IngestResult:
-        """Store a batch of events in one transaction and update the affected tickets.
+    def _load_series(self) -> None:
+        for series_id, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
+            key = (name, tuple(json.loads(labels)))
+            self.series[key] = series_id
+            self.series_keys[series_id] = key
 
-        An event id seen before is counted as a duplicate and changes nothing.
+    def _rebuild(self, layout: str, first_start: bool) -> None:
+        """Recompute every ticket and the aggregates from the stored events.
+
+        Runs on the first start, after a schema upgrade, and when the bucket
+        bounds (configured buckets or SLA thresholds) changed.
         """
-        result = IngestResult()
-        received = time.time()
+        started = time.monotonic()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for event in events:
-                    cursor = self._db.execute(
-                        "INSERT OR IGNORE INTO events (id, ticket_id, type, time, channel, priority, author, public, "
-                        "status, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (event.id, event.ticket_id, event.type, event.time, event.channel, event.priority,
-                         event.author, int(event.public), event.status, received),
-                    )
-                    if cursor.rowcount == 1:
-                        result.accepted += 1
-                        result.ticket_ids.add(event.ticket_id)
-                        self.events_received[event.type] = self.events_received.get(event.type, 0) + 1
-                    else:
-                        result.duplicates += 1
-                changes = [self._recompute(ticket_id) for ticket_id in sorted(result.ticket_ids)]
+                for table in ("ticket_state", "counter_values", "histogram_values"):
+                    self._db.execute(f"DELETE FROM {table}")
+                ticket_ids = [row[0] for row in self._db.execute("SELECT DISTINCT ticket_id FROM events")]
+                batch = _Batch(self)
+                for ticket_id in ticket_ids:
+                    self._recompute(ticket_id, batch, previous=[])
+                batch.write()
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('buckets', ?)", (layout,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            for change in changes:
-                change()
-        return result
+        if not first_start or ticket_ids:
+            logger.info("Rebuilt ticket aggregates path=%s tickets=%d seconds=%.3f", self.path, len(ticket_ids),
+                        time.monotonic() - started)
 
-    def _recompute(self, ticket_id: str):
-        """Derive a ticket's state from its events; return a callable that updates the aggregates.
+    # --- ingestion --------------------------------------------------------------------------
 
-        The aggregates change only after the transaction commits, so a failed
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def ingest(self, events: list[TicketEvent], meta: dict[str, str] | None = None) -> IngestResult:
+        """Store a batch of events in one transaction and update the affected tickets.
+
+        An event id seen before is counted as a duplicate and changes nothing.
+        `meta` (for example a poller's cursor) is written in the same
+        transaction, so a cursor never runs ahead of the events it covers.
+        The in-memory aggregates change only after the commit, so a failed
         batch leaves both the database and the metrics as they were.
         """
-        rows = self._db.execute(
-            "SELECT type, time, channel, priority, author, public, status FROM events WHERE ticket_id = ? "
-            "ORDER BY time, id", (ticket_id,)
-        ).fetchall()
-        previous = self._db.execute(
-            "SELECT created, first_response FROM tickets WHERE ticket_id = ?", (ticket_id,)
-        ).fetchone()
-        had_created = previous is not None and previous[0] is not None
-        had_response = previous is not None and previous[1] is not None
+        return self.ingest_groups([events], meta)[0]
 
-        channel = priority = None
-        created = first_response = None
-        response_channel = response_priority = None
-        status = "new"
-        for event_type, at, event_channel, event_priority, author, public, event_status in rows:
-            channel = event_channel or channel
-            priority = event_priority or priority
-            if event_type == "ticket.created" and created is None:
-                created = at
-            elif event_type == "ticket.replied" and author == "agent" and public and first_response is None:
-                first_response = at
-                response_channel, response_priority = channel, priority
-            elif event_type == "ticket.status_changed":
-                status = event_status
+    def ingest_groups(self, groups: list[list[TicketEvent]], meta: dict[str, str] | None = None) -> list[IngestResult]:
+        """Store several requests' events in one transaction; return one result per request."""
+        results = [IngestResult() for _ in groups]
+        affected: set[str] = set()
+        accepted_types: list[str] = []
+        received = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for events, result in zip(groups, results):
+                    for event in events:
+                        if self._insert(event, received):
+                            result.accepted += 1
+                            result.ticket_ids.add(event.ticket_id)
+                            accepted_types.append(event.type)
+                        else:
+                            result.duplicates += 1
+                    affected |= result.ticket_ids
+                batch = _Batch(self)
+                for ticket_id in sorted(affected):
+                    self._recompute(ticket_id, batch)
+                batch.write()
+                for key, value in (meta or {}).items():
+                    self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            batch.apply()
+            self.events_received.update(accepted_types)
+        return results
 
-        # An already observed first response stays as observed: a counter cannot be taken back.
-        if had_response:
-            first_response = previous[1]
-        elif first_response is not None and created is not None:
-            response_channel = response_channel or channel
-            response_priority = response_priority or priority
-
-        self._db.execute(
-            "INSERT INTO tickets (ticket_id, channel, priority, created, first_response, response_channel, "
-            "response_priority, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ticket_id) DO UPDATE SET "
-            "channel = excluded.channel, priority = excluded.priority, created = excluded.created, "
-            "first_response = CASE WHEN tickets.first_response IS NULL AND excluded.created IS NOT NULL "
-            "THEN excluded.first_response ELSE tickets.first_response END, "
-            "response_channel = COALESCE(tickets.response_channel, excluded.response_channel), "
-            "response_priority = COALESCE(tickets.response_priority, excluded.response_priority), "
-            "status = excluded.status",
-            (ticket_id, channel, priority, created, first_response if created is not None else None,
-             response_channel, response_priority, status),
+    def _insert(self, event: TicketEvent, received: float) -> bool:
+        """Insert one event; return False when its id is already stored."""
+        cursor = self._db.execute(
+            f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})",
+            (event.id, event.ticket_id, event.type, event.time, event.channel, event.priority, event.author,
+             int(event.public), event.status, received, event.source, event.team, int(event.merge_comment),
+             event.reason, event.merged_into),
         )
+        return cursor.rowcount == 1
 
-        observe = (not had_response and created is not None and first_response is not None)
+    def _recompute(self, ticket_id: str, batch: "_Batch", previous: list | None = None) -> None:
+        rows = self._db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM events WHERE ticket_id = ?", (ticket_id,))
+        events = [EventRow(*row) for row in rows]
+        state = derive(events, self.policy)
+        if previous is None:
+            row = self._db.execute("SELECT contributions FROM ticket_state WHERE ticket_id = ?",
+                                   (ticket_id,)).fetchone()
+            previous = [batch.decode(item) for item in json.loads(row[0])] if row else []
 
-        def apply() -> None:
-            if created is not None and not had_created:
-                key = (channel, priority)
-                self.created[key] = self.created.get(key, 0) + 1
-            if observe:
-                self._observe(response_channel, response_priority, first_response - created)
-            if created is not None and status in OPEN_STATUSES:
-                self.open[ticket_id] = _OpenTicket(channel, priority, created, first_response is not None)
-            else:
-                self.open.pop(ticket_id, None)
+        new = [(name, labels, value, at) for name, labels, value, at in state.contributions]
+        removed, added = _difference(previous, new)
+        if removed:
+            batch.corrections += 1
+            logger.info("Corrected ticket observations ticket=%s removed=%d added=%d", ticket_id, len(removed),
+                        len(added))
+        for item in removed:
+            batch.add(item, sign=-1)
+        for item in added:
+            batch.add(item, sign=1)
 
-        return apply
+        encoded = json.dumps([batch.encode(item) for item in new], separators=(",", ":"))
+        labels = json.dumps(state.labels) if state.labels else None
+        self._db.execute(
+            "INSERT INTO ticket_state (ticket_id, created, open, answered, labels, contributions) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ticket_id) DO UPDATE SET created = excluded.created, "
+            "open = excluded.open, answered = excluded.answered, labels = excluded.labels, "
+            "contributions = excluded.contributions",
+            (ticket_id, state.created, int(state.open), int(state.answered), labels, encoded),
+        )
+        if state.open:
+            batch.open[ticket_id] = OpenTicket(state.labels, state.created, state.answered)
+        else:
+            batch.open[ticket_id] = None
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def snapshot(self) -> "Snapshot":
+        """Return a consistent copy of the aggregates for one scrape."""
+        with self._lock:
+            return Snapshot(
+                counters={self.series_keys[i]: v for i, v in self.counters.items()},
+                histograms={self.series_keys[i]: HistogramValue(list(h.buckets), h.count, h.sum)
+                            for i, h in self.histograms.items()},
+                open=list(self.open.values()),
+                events_received=dict(self.events_received),
+                corrections=self.corrections,
+            )
+
+    def contributions(self):
+        """Yield every stored contribution as (name, labels, value, time); used by the backfill."""
+        with self._lock:
+            keys = dict(self.series_keys)
+            rows = self._db.execute("SELECT contributions FROM ticket_state").fetchall()
+        for (encoded,) in rows:
+            for series_id, value, at in json.loads(encoded):
+                name, labels = keys[series_id]
+                yield name, labels, value, at
 
 
-class TicketCollector(Collector):
-    """Exposes the ticket aggregates; every configured channel and priority gets a series."""
+@dataclass
+class Snapshot:
+    counters: dict[tuple[str, tuple[str, ...]], float]
+    histograms: dict[tuple[str, tuple[str, ...]], HistogramValue]
+    open: list[OpenTicket]
+    events_received: dict[str, int]
+    corrections: int
 
-    def __init__(self, store: TicketStore, channels: list[str], priorities: list[str]):
+
+class _Batch:
+    """Aggregate changes of one transaction: written to SQLite before COMMIT, to memory after."""
+
+    def __init__(self, store: TicketStore):
         self.store = store
-        self.channels = channels
-        self.priorities = priorities
+        self.new_series: dict[tuple[str, tuple[str, ...]], int] = {}
+        self.counters: dict[int, float] = {}
+        self.histograms: dict[int, HistogramValue] = {}
+        self.open: dict[str, OpenTicket | None] = {}
+        self.corrections = 0
 
-    def collect(self):
+    def series_id(self, name: str, labels: tuple[str, ...]) -> int:
+        key = (name, labels)
+        found = self.store.series.get(key) or self.new_series.get(key)
+        if found is None:
+            cursor = self.store._db.execute("INSERT INTO series (name, labels) VALUES (?, ?)",
+                                            (name, json.dumps(list(labels))))
+            found = self.new_series[key] = cursor.lastrowid
+        return found
+
+    def encode(self, item: Contribution) -> list:
+        name, labels, value, at = item
+        return [self.series_id(name, labels), value, at]
+
+    def decode(self, item: list) -> Contribution:
+        series_id, value, at = item
+        keys = self.store.series_keys
+        name, labels = keys[series_id] if series_id in keys else next(
+            key for key, sid in self.new_series.items() if sid == series_id)
+        return name, labels, value, at
+
+    def add(self, item: Contribution, sign: int) -> None:
+        name, labels, value, _ = item
+        series_id = self.series_id(name, labels)
+        if name in MEASURES.values():
+            histogram = self.histograms.get(series_id)
+            if histogram is None:
+                stored = self.store.histograms.get(series_id)
+                bounds = self.store.buckets[name]
+                histogram = self.histograms[series_id] = (
+                    HistogramValue(list(stored.buckets), stored.count, stored.sum) if stored
+                    else HistogramValue([0] * len(bounds)))
+            index = bisect_left(self.store.buckets[name], value)
+            if index < len(histogram.buckets):
+                histogram.buckets[index] += sign
+            histogram.count += sign
+            histogram.sum += sign * value
+        else:
+            current = self.counters.get(series_id, self.store.counters.get(series_id, 0.0))
+            self.counters[series_id] = current + sign * value
+
+    def write(self) -> None:
+        db = self.store._db
+        db.executemany("INSERT OR REPLACE INTO counter_values (series_id, value) VALUES (?, ?)",
+                       list(self.counters.items()))
+        db.executemany("INSERT OR REPLACE INTO histogram_values (series_id, buckets, count, sum) VALUES (?, ?, ?, ?)",
+                       [(i, json.dumps(h.buckets), h.count, h.sum) for i, h in self.histograms.items()])
+
+    def apply(self) -> None:
         store = self.store
-        now = time.time()
-        label_names = ["channel", "priority"]
-        combinations = [(c, p) for c in self.channels for p in self.priorities]
-        extra = sorted((set(store.histograms) | set(store.created)) - set(combinations))
-        combinations += [key for key in extra if key not in combinations]
+        for key, series_id in self.new_series.items():
+            store.series[key] = series_id
+            store.series_keys[series_id] = key
+        store.counters.update(self.counters)
+        store.histograms.update(self.histograms)
+        for ticket_id, ticket in self.open.items():
+            if ticket is None:
+                store.open.pop(ticket_id, None)
+            else:
+                store.open[ticket_id] = ticket
+        store.corrections += self.corrections
 
-        created = CounterMetricFamily(names.TICKETS_CREATED_TOTAL.removesuffix("_total"),
-                                      "Tickets created, by the channel and priority they were created with.",
-                                      labels=label_names)
-        histogram = HistogramMetricFamily(names.TICKET_FIRST_RESPONSE,
-                                          "Time from ticket creation to the first public agent reply, in seconds.",
-                                          labels=label_names)
-        open_tickets = GaugeMetricFamily(names.TICKETS_OPEN, "Tickets currently new, open or pending.",
-                                         labels=label_names)
-        oldest = GaugeMetricFamily(names.TICKET_OLDEST_UNANSWERED,
-                                   "Age of the oldest open ticket without a public agent reply, in seconds; "
-                                   "0 when there is none.", labels=label_names)
 
-        open_counts: dict[tuple[str, str], int] = {}
-        oldest_created: dict[tuple[str, str], float] = {}
-        for ticket in list(store.open.values()):
-            key = (ticket.channel, ticket.priority)
-            open_counts[key] = open_counts.get(key, 0) + 1
-            if not ticket.answered:
-                oldest_created[key] = min(oldest_created.get(key, ticket.created), ticket.created)
+def _difference(old: list[Contribution], new: list[Contribution]) -> tuple[list, list]:
+    """Return (contributions only in old, contributions only in new), as multisets."""
+    def key(item):
+        name, labels, value, at = item
+        return (name, tuple(labels), round(value, 6), round(at, 6))
 
-        for key in combinations:
-            labels = list(key)
-            created.add_metric(labels, store.created.get(key, 0))
-            data = store.histograms.get(key) or _Histogram([0] * len(store.bucket_bounds))
-            cumulative, buckets = 0, []
-            for bound, count in zip(store.bucket_bounds, data.buckets):
-                cumulative += count
-                buckets.append((format_le(bound), cumulative))
-            buckets.append(("+Inf", data.count))
-            histogram.add_metric(labels, buckets, data.total)
-            open_tickets.add_metric(labels, open_counts.get(key, 0))
-            oldest.add_metric(labels, max(0.0, now - oldest_created[key]) if key in oldest_created else 0.0)
+    old_counts = Counter(key(item) for item in old)
+    new_counts = Counter(key(item) for item in new)
+    removed = [item for item in old if _unmatched(new_counts, key(item))]
+    added = [item for item in new if _unmatched(old_counts, key(item))]
+    return removed, added
 
-        events = CounterMetricFamily(names.TICKET_EVENTS_TOTAL.removesuffix("_total"),
-                                     "Ticket events accepted since the exporter started, by type.", labels=["type"])
-        for event_type, count in sorted(store.events_received.items()):
-            events.add_metric([event_type], count)
-        yield from (created, histogram, open_tickets, oldest, events)
+
+def _unmatched(theirs: Counter, key) -> bool:
+    """Return True when this copy of `key` has no partner in `theirs`; consume one match otherwise."""
+    if theirs[key] > 0:
+        theirs[key] -= 1
+        return False
+    return True

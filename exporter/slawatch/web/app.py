@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .. import __version__, names
@@ -19,7 +21,11 @@ from ..probers import PROBERS, ProbeResult
 from ..probers.result import redact_url
 from ..scheduler import ProbeMetrics, Scheduler
 from ..status import StatusStore, StatusTracker
-from ..tickets import EventError, TicketCollector, TicketStore, parse_event
+from ..tickets import (EventError, SignatureError, SourceMetrics, TicketCollector, build_store, load_secret,
+                       parse_event, verify_signature)
+from ..tickets.webhook import (SIGNATURE_HEADER, TIMESTAMP_HEADER, ZENDESK_SIGNATURE_HEADER, ZENDESK_TIMESTAMP_HEADER,
+                               verify_zendesk_signature)
+from ..tickets.writer import GroupWriter
 from .guard import ProbeGuard
 from .status import add_status_routes, run_flusher
 from .probe_output import CONTENT_TYPE as PROBE_CONTENT_TYPE
@@ -57,8 +63,14 @@ class Exporter:
 
         self.probe_metrics = ProbeMetrics(self.registry, config.global_.probe_duration_buckets)
         self.scheduler: Scheduler | None = None
-        self.store = TicketStore(config.tickets.database, config.tickets.first_response_buckets)
-        self.ticket_collector = TicketCollector(self.store, config.tickets.channels, config.tickets.priorities)
+        self.store, self.calendars = build_store(config.tickets)
+        self.ticket_sources = SourceMetrics()
+        self.ticket_pollers: list[asyncio.Task] = []
+        self.ticket_writer = GroupWriter(self.store)
+        self.webhook_secret = load_secret(config.tickets.webhook.secret_file, config.tickets.webhook.secret_env)
+        self.zendesk_secret = load_secret(config.tickets.webhook.zendesk_secret_file, None)
+        self.ticket_collector = TicketCollector(self.store, self.calendars, self.ticket_sources,
+                                                baseline=ticket_baseline(config))
         self.registry.register(self.ticket_collector)
         self.status: StatusTracker | None = None
         if config.status.enabled:
@@ -93,6 +105,21 @@ class Exporter:
         await self.scheduler.start()
         if self.status is not None:
             self._status_flusher = asyncio.create_task(run_flusher(self.status), name="status flush")
+        if self.config.tickets.sources.rt is not None:
+            from ..tickets.sources.rt import RTPoller
+
+            poller = RTPoller(self.config.tickets, self.store, self.ticket_sources)
+            self.ticket_pollers.append(asyncio.create_task(poller.run()))
+        if self.config.tickets.sources.jira is not None:
+            from ..tickets.sources.jira import JiraPoller
+
+            poller = JiraPoller(self.config.tickets, self.store, self.ticket_sources)
+            self.ticket_pollers.append(asyncio.create_task(poller.run()))
+        if self.config.tickets.sources.zammad is not None:
+            from ..tickets.sources.zammad import ZammadPoller
+
+            poller = ZammadPoller(self.config.tickets, self.store, self.ticket_sources)
+            self.ticket_pollers.append(asyncio.create_task(poller.run()))
 
     async def stop(self) -> None:
         if self.scheduler is not None:
@@ -102,6 +129,10 @@ class Exporter:
             await asyncio.gather(self._status_flusher, return_exceptions=True)
         if self.status is not None:
             self.status.store.close()
+        for task in self.ticket_pollers:
+            task.cancel()
+        await asyncio.gather(*self.ticket_pollers, return_exceptions=True)
+        await self.ticket_writer.close()
         self.store.close()
 
     async def reload(self) -> str | None:
@@ -123,8 +154,7 @@ class Exporter:
 
             self.config = config
             self.guard = ProbeGuard(config)
-            self.ticket_collector.channels = config.tickets.channels
-            self.ticket_collector.priorities = config.tickets.priorities
+            self.ticket_collector.baseline = ticket_baseline(config)
             if self.scheduler is not None:
                 self.scheduler.apply(config)
             if self.status is not None:
@@ -138,14 +168,24 @@ class Exporter:
         old = self.config
         if config.global_.probe_duration_buckets != old.global_.probe_duration_buckets:
             return "global.probe_duration_buckets changed: restart the exporter to apply new buckets"
-        if config.tickets.first_response_buckets != old.tickets.first_response_buckets:
-            return "tickets.first_response_buckets changed: restart the exporter to apply new buckets"
-        if config.tickets.database != old.tickets.database:
-            return "tickets.database changed: restart the exporter to open another database"
+        # The ticket store's buckets, calendars, policy and secret are fixed at start-up.
+        new_tickets = config.tickets.model_dump(exclude={"channels", "priorities"})
+        old_tickets = old.tickets.model_dump(exclude={"channels", "priorities"})
+        changed = sorted(key for key in new_tickets if new_tickets[key] != old_tickets[key])
+        if changed:
+            keys = ", ".join(f"tickets.{key}" for key in changed)
+            return f"{keys} changed: restart the exporter to apply it"
         if (config.status.enabled, config.status.database_path(config.tickets.database)) != (
                 old.status.enabled, old.status.database_path(old.tickets.database)):
             return "status.enabled or status.database changed: restart the exporter to apply it"
         return None
+
+
+def ticket_baseline(config: Config) -> list[tuple[str, str, str, str]]:
+    """Return the webhook label sets of every configured channel and priority, for zero-valued series."""
+    team = config.tickets.default_team
+    return [("webhook", channel, priority, team)
+            for channel in config.tickets.channels for priority in config.tickets.priorities]
 
 
 EXPORTER = web.AppKey("exporter", Exporter)
@@ -165,13 +205,14 @@ def create_app(exporter: Exporter, middlewares: list | None = None) -> web.Appli
 
     app.cleanup_ctx.append(run_scheduler)
     app.router.add_get("/", handle_index)
-    app.router.add_get("/metrics", make_aiohttp_handler(exporter.registry))
+    app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/probe", handle_probe)
     app.router.add_get("/-/healthy", handle_healthy)
     app.router.add_get("/-/ready", handle_healthy)
     app.router.add_post("/-/reload", handle_reload)
     app.router.add_get("/config", handle_config)
     app.router.add_post("/api/v1/ticket-events", handle_ticket_events)
+    app.router.add_post("/api/v1/ticket-events/zendesk", handle_zendesk_ticket_events)
     app.router.add_post("/api/v1/alertmanager/webhook", handle_alertmanager_webhook)
     app.router.add_get("/api/v1/alertmanager/notifications", handle_notifications)
     app.router.add_get("/runbooks/{name}", handle_runbook)
@@ -184,6 +225,26 @@ async def handle_index(request: web.Request) -> web.Response:
     items = "".join(f'<li><a href="{link}">{link}</a></li>' for link in links)
     return web.Response(text=f"<!doctype html><title>slawatch</title><h1>slawatch</h1><ul>{items}</ul>",
                         content_type="text/html")
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Serve /metrics; the ticket families take a faster formatter than prometheus_client's generic one."""
+    exporter = request.app[EXPORTER]
+    if "name[]" in request.query:
+        return await make_aiohttp_handler(exporter.registry)(request)
+
+    encoder, content_type = choose_encoder(",".join(request.headers.getall("Accept", [])))
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    with exporter.ticket_collector.excluded():
+        body = encoder(exporter.registry)
+    tickets = exporter.ticket_collector.render(openmetrics).encode()
+    if openmetrics:
+        body = body.removesuffix(b"# EOF\n") + tickets + b"# EOF\n"
+    else:
+        body += tickets
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    response.enable_compression()
+    return response
 
 
 async def handle_healthy(request: web.Request) -> web.Response:
@@ -310,11 +371,43 @@ def _debug_response(target: str, module_name: str, module: dict, result: ProbeRe
     return web.Response(text=text)
 
 
+async def handle_zendesk_ticket_events(request: web.Request) -> web.Response:
+    """Accept ticket events from a Zendesk webhook, verified with Zendesk's signature scheme."""
+    exporter = request.app[EXPORTER]
+    if exporter.zendesk_secret is None:
+        return _json_error(404, "(route)", "Zendesk webhooks are off: set tickets.webhook.zendesk_secret_file")
+    raw = await request.read()
+    try:
+        verify_zendesk_signature(exporter.zendesk_secret, request.headers.get(ZENDESK_TIMESTAMP_HEADER),
+                                 request.headers.get(ZENDESK_SIGNATURE_HEADER), raw, time.time(),
+                                 exporter.config.tickets.webhook.max_age)
+    except SignatureError as error:
+        exporter.ticket_sources.error("zendesk", "signature")
+        logger.warning("Rejected Zendesk ticket events remote=%s err=%s", request.remote, error)
+        return _json_error(401, "(signature)", str(error))
+    return await _ingest_ticket_events(exporter, raw, "zendesk")
+
+
 async def handle_ticket_events(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
+    raw = await request.read()
+    if exporter.webhook_secret is not None:
+        try:
+            verify_signature(exporter.webhook_secret, request.headers.get(TIMESTAMP_HEADER),
+                             request.headers.get(SIGNATURE_HEADER), raw, time.time(),
+                             exporter.config.tickets.webhook.max_age)
+        except SignatureError as error:
+            exporter.ticket_sources.error("webhook", "signature")
+            logger.warning("Rejected ticket events remote=%s err=%s", request.remote, error)
+            return _json_error(401, "(signature)", str(error))
+    return await _ingest_ticket_events(exporter, raw, "webhook")
+
+
+async def _ingest_ticket_events(exporter: Exporter, raw: bytes, source: str) -> web.Response:
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        exporter.ticket_sources.error(source, "invalid")
         return _json_error(400, "(body)", "invalid JSON: send one event object, a list, or {\"events\": [...]}")
 
     if isinstance(body, dict) and "events" in body and "id" not in body:
@@ -338,12 +431,16 @@ async def handle_ticket_events(request: web.Request) -> web.Response:
                 item_prefix = f"{prefix}[{index}]."
             else:
                 item_prefix = f"[{index}]."
-            events.append(parse_event(item, config.channels, config.priorities, item_prefix))
+            event = parse_event(item, config.channels, config.priorities, item_prefix)
+            # Events from a named route count under that source unless they name one themselves.
+            events.append(event if event.source or source == "webhook" else dataclasses.replace(event, source=source))
     except EventError as error:
+        exporter.ticket_sources.error(source, "invalid")
         logger.info("Rejected ticket events field=%s err=%s", error.field, error)
         return _json_error(400, error.field, str(error))
 
-    result = await asyncio.get_running_loop().run_in_executor(None, exporter.store.ingest, events)
+    result = await exporter.ticket_writer.ingest(events)
+    exporter.ticket_sources.success(source, lag=time.time() - max(event.time for event in events))
     return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates})
 
 

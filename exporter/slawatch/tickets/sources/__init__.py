@@ -1,0 +1,1 @@
+"""Helpdesk pollers: one module per helpdesk, each turning the vendor's data into ticket events."""
