@@ -13,10 +13,13 @@ PROBE_LAST_RUN = "slawatch_probe_last_run_timestamp_seconds"
 PROBE_HTTP_PHASE = "slawatch_probe_http_phase_seconds"
 PROBE_SSL_EXPIRY = "slawatch_probe_ssl_earliest_cert_expiry"
 PROBE_SKIPPED_TOTAL = "slawatch_probe_skipped_total"
+PROBE_TRANSFER_SPEED = "slawatch_probe_transfer_bytes_per_second"
 
 # Support tickets, labelled channel, priority.
 TICKETS_CREATED_TOTAL = "slawatch_tickets_created_total"
 TICKET_FIRST_RESPONSE = "slawatch_ticket_first_response_seconds"
+# Labelled source, channel, priority, team, clock ("business" or "calendar").
+TICKET_RESOLUTION = "slawatch_ticket_full_resolution_seconds"
 TICKETS_OPEN = "slawatch_tickets_open"
 TICKET_OLDEST_UNANSWERED = "slawatch_ticket_oldest_unanswered_age_seconds"
 TICKET_EVENTS_TOTAL = "slawatch_ticket_events_total"
