@@ -65,14 +65,14 @@ TEXT = Catalog({
     "burn.description": {
         "en": (
             "Over the last {long} the error ratio of {service} was {error_ratio}, and over the last {short} "
-            "it was {short_ratio}. Both are above the alert threshold of {threshold}. The error budget burns "
-            "at {burn_rate}x the sustainable rate, and this alert fires at {factor}x. SLO {slo} allows "
+            "it was {short_ratio}. This alert fires when both are above {threshold}, a burn rate of {factor}x. "
+            "The error budget burns at {burn_rate}x the sustainable rate over {long}. SLO {slo} allows "
             "{budget} errors over {window} ({objective} objective), and {remaining} of that budget is left."
         ),
         "zh-CN": (
-            "过去 {long} 内 {service} 的错误率为 {error_ratio}，过去 {short} 内为 {short_ratio}，"
-            "均高于告警阈值 {threshold}。错误预算的消耗速度是可持续速度的 {burn_rate} 倍，"
-            "本告警在 {factor} 倍时触发。SLO {slo} 在 {window} 内允许 {budget} 的错误（目标 {objective}），"
+            "过去 {long} 内 {service} 的错误率为 {error_ratio}，过去 {short} 内为 {short_ratio}。"
+            "两者都高于 {threshold}（消耗速度 {factor} 倍）时本告警触发。过去 {long} 内错误预算的消耗速度是"
+            "可持续速度的 {burn_rate} 倍。SLO {slo} 在 {window} 内允许 {budget} 的错误（目标 {objective}），"
             "该预算还剩 {remaining}。"
         ),
     },
