@@ -54,6 +54,17 @@ def _check_label_value(value: str) -> str:
 
 LabelName = Annotated[str, BeforeValidator(lambda v: _check_label_value(str(v)) if v is not None else v)]
 
+PROMETHEUS_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _check_prometheus_label_name(name: str) -> str:
+    if not PROMETHEUS_LABEL_NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid Prometheus label name: use letters, digits and '_'")
+    return name
+
+
+PrometheusLabelName = Annotated[str, BeforeValidator(lambda v: _check_prometheus_label_name(str(v)))]
+
 
 class TLSConfig(StrictModel):
     """TLS client settings, named as in blackbox_exporter's tls_config."""
@@ -257,7 +268,7 @@ class SLO(StrictModel):
     # "probe_success" reads probe_success from /probe scrapes.
     source: Literal["counters", "probe_success"] = "counters"
     # Extra label matchers on the SLI's series, for example {job: blackbox}.
-    matchers: dict[LabelName, str] = Field(default_factory=dict)
+    matchers: dict[PrometheusLabelName, str] = Field(default_factory=dict)
     # Ticket SLIs: the clock that measured the time, and the ticket team.
     clock: Literal["business", "calendar"] = "business"
     ticket_team: LabelName | None = None
@@ -267,7 +278,7 @@ class SLO(StrictModel):
     total_query: str | None = None
     # Alert routing: the chat kind and extra labels put on every alert.
     chat: Literal["wecom", "dingtalk", "feishu", "slack"] | None = None
-    labels: dict[LabelName, LabelName] = Field(default_factory=dict)
+    labels: dict[PrometheusLabelName, str] = Field(default_factory=dict)
 
     @field_validator("bad_query", "good_query", "total_query")
     @classmethod

@@ -207,6 +207,35 @@ def write_rules(config: Config, output_dir: Path) -> list[Path]:
     return [path]
 
 
+# Prometheus Operator manifest that carries the same groups, for Kubernetes.
+PROMETHEUS_RULE_FILE = "slawatch-prometheusrule.yml"
+PROMETHEUS_RULE_DIR = "kubernetes"
+PROMETHEUS_RULE_NAME = "slawatch-rules"
+
+
+def build_prometheus_rule(config: Config, name: str = PROMETHEUS_RULE_NAME) -> dict:
+    """Build a `monitoring.coreos.com/v1` PrometheusRule whose spec.groups equal the rule file's groups."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": "slawatch", "app.kubernetes.io/component": "slo-rules"},
+        },
+        "spec": build_rules(config),
+    }
+
+
+def write_prometheus_rule(config: Config, output_dir: Path) -> list[Path]:
+    """Write `output_dir/kubernetes/slawatch-prometheusrule.yml` and return the paths written."""
+    directory = Path(output_dir) / PROMETHEUS_RULE_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / PROMETHEUS_RULE_FILE
+    body = yaml.safe_dump(build_prometheus_rule(config), sort_keys=False, allow_unicode=True, width=1000)
+    path.write_text(HEADER + body, encoding="utf-8")
+    return [path]
+
+
 # --- numbers and windows ---------------------------------------------------
 
 
