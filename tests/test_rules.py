@@ -677,3 +677,19 @@ def test_budget_remaining_keeps_a_number():
     for rule in all_rules(build_rules(load_config(None))):
         if rule.get("record") == "slo:error_budget_remaining:ratio":
             assert rule["expr"].endswith(" or on() vector(1)")
+
+
+RUNBOOK_SECTIONS = {
+    "en": ["## What it means", "## What to check first", "## How to mitigate", "## Who to tell"],
+    "zh-CN": ["## 含义", "## 先检查什么", "## 如何处理", "## 通知谁"],
+}
+
+
+@pytest.mark.parametrize("alert", ALERT_NAMES)
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+def test_runbooks_have_every_section(alert, locale):
+    suffix = ".md" if locale == "en" else ".zh-CN.md"
+    text = (RUNBOOKS / f"{alert}{suffix}").read_text(encoding="utf-8")
+
+    for heading in RUNBOOK_SECTIONS[locale]:
+        assert heading in text, f"docs/runbooks/{alert}{suffix} has no section {heading!r}"
