@@ -4,9 +4,9 @@
 
 - `slawatch-slo/<slo>`, one per SLO. It records the SLI error ratio for every
   window that the burn-rate alerts read and for the SLO window (for example
-  30d), the burn rate over the long window of each page, then the objective,
-  the error budget and the budget left. The alerts `SLOErrorBudgetBurn`,
-  `SLOErrorBudgetExhausted` and `SLIDataAbsent` follow.
+  30d), and the burn rate over the long window of each page. The objective,
+  the error budget and the budget left follow, then the alerts
+  `SLOErrorBudgetBurn`, `SLOErrorBudgetExhausted` and `SLIDataAbsent`.
 - `slawatch-exporter`: `SlawatchConfigReloadFailed` and `Watchdog`.
 
 The groups set no `interval`, so Prometheus evaluates them at its global
