@@ -290,7 +290,7 @@ def test_new_kinds_error_ratios_in_promtool(tmp_path):
     """Check the 1h error ratio of three kinds on series with known shares of bad events.
 
     cdn-blackbox: 1 of every 4 /probe scrapes fails. The range [t - 1h, t]
-    includes both ends, so it holds 241 samples at 15s, and 60 of them are 0.
+    includes both ends, so it contains 241 samples at 15s, and 60 of them are 0.
     cdn-speed: 10 transfers a minute, 2 at or below 1 MB/s, so 20% are bad.
     shop-errors: 100 requests a minute, 1 with a 5xx code, so 1% are bad.
     """

@@ -210,8 +210,8 @@ class AlertingConfig(StrictModel):
     burn_windows: list[BurnWindow] = Field(default_factory=lambda: [BurnWindow(**w) for w in DEFAULT_BURN_WINDOWS])
     # Scheduled-probe samples older than this count as absent data.
     absent_for: Duration = 10 * 60.0
-    # A burn condition counts only when its long window holds at least this
-    # many events (and at least 1 / threshold, see docs/slo-rules.md).
+    # A burn condition counts only when its long window contains at least this
+    # many events, and at least 1 / threshold (docs/slo-rules.md explains why).
     min_events: int = Field(default=10, ge=1)
     # Share of failed events in the short window of the fastest page that
     # counts as an outage and pages at once, for objectives whose burn
