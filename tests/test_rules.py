@@ -169,7 +169,7 @@ def test_recording_rules_cover_every_window():
     windows = DEFAULT_ALERT_WINDOWS + ["30d"]
     assert records == (
         [f"slo:sli_error:ratio_rate{window}" for window in windows]
-        + [f"slo:burn_rate:ratio_rate{window}" for window in windows]
+        + ["slo:burn_rate:ratio_rate1h", "slo:burn_rate:ratio_rate6h"]
         + ["slo:objective:ratio", "slo:error_budget:ratio", "slo:error_budget_remaining:ratio"]
     )
 
@@ -212,8 +212,8 @@ def test_recording_rules_carry_slo_labels():
         (
             "support-first-response",
             "1h",
-            '1 - sum(rate(slawatch_ticket_first_response_seconds_bucket{le="3600.0"}[1h]))'
-            " / (sum(rate(slawatch_ticket_first_response_seconds_count[1h])) > 0)",
+            '1 - sum(rate(slawatch_ticket_first_response_seconds_bucket{clock="business",le="3600.0"}[1h]))'
+            ' / (sum(rate(slawatch_ticket_first_response_seconds_count{clock="business"}[1h])) > 0)',
         ),
     ],
 )
@@ -234,8 +234,9 @@ def test_error_ratio_expr_default_config(slo_name, window, expected):
         (
             "phone-urgent-first-response",
             "1 - sum(rate(slawatch_ticket_first_response_seconds_bucket"
-            '{channel="phone",priority="urgent",le="900.0"}[1h]))'
-            ' / (sum(rate(slawatch_ticket_first_response_seconds_count{channel="phone",priority="urgent"}[1h])) > 0)',
+            '{channel="phone",priority="urgent",clock="business",le="900.0"}[1h]))'
+            " / (sum(rate(slawatch_ticket_first_response_seconds_count"
+            '{channel="phone",priority="urgent",clock="business"}[1h])) > 0)',
         ),
     ],
 )
@@ -259,7 +260,7 @@ def test_budget_remaining_expr():
     group = group_by_name(build_rules(load_config(None)), "slawatch-slo/prometheus-availability")
 
     assert rule_by_record(group, "slo:error_budget_remaining:ratio")["expr"] == (
-        '1 - slo:sli_error:ratio_rate30d{slo="prometheus-availability"} / 0.05'
+        '1 - slo:sli_error:ratio_rate30d{slo="prometheus-availability"} / 0.05 or on() vector(1)'
     )
 
 
@@ -270,10 +271,9 @@ def test_slo_window_shared_with_alert_recorded_once():
     records = [rule["record"] for rule in all_rules(document) if "record" in rule]
 
     assert records.count("slo:sli_error:ratio_rate3d") == 1
-    assert records.count("slo:burn_rate:ratio_rate3d") == 1
     group = group_by_name(document, "slawatch-slo/web-latency")
     assert rule_by_record(group, "slo:error_budget_remaining:ratio")["expr"] == (
-        '1 - slo:sli_error:ratio_rate3d{slo="web-latency"} / 0.1'
+        '1 - slo:sli_error:ratio_rate3d{slo="web-latency"} / 0.1 or on() vector(1)'
     )
 
 
@@ -287,22 +287,30 @@ def test_burn_alerts_follow_burn_windows():
     burn_alerts = [rule for rule in group["rules"] if rule.get("alert") == "SLOErrorBudgetBurn"]
 
     summary = [
-        (rule["labels"]["severity"], rule["labels"]["long_window"], rule["labels"]["short_window"], rule["for"])
+        (rule["labels"]["severity"], rule["labels"]["long_window"], rule["labels"]["short_window"], rule.get("for"))
         for rule in burn_alerts
     ]
     assert summary == [
-        ("page", "1h", "5m", "2m"),
-        ("page", "6h", "30m", "15m"),
+        ("page", "1h", "5m", None),
+        ("page", "6h", "30m", None),
         ("ticket", "1d", "2h", "1h"),
         ("ticket", "3d", "6h", "3h"),
     ]
+    # 95%: a total outage needs 43m12s to pass 72% over 1h, so the fast page
+    # gets the outage condition on its 5m window.
+    probes = 'slawatch_probes_total{service="prometheus"}'
     assert burn_alerts[0]["expr"] == (
-        'slo:sli_error:ratio_rate1h{slo="prometheus-availability"} > 0.72'
+        '(slo:sli_error:ratio_rate1h{slo="prometheus-availability"} > 0.72'
         ' and slo:sli_error:ratio_rate5m{slo="prometheus-availability"} > 0.72'
+        f" and on() sum(increase({probes}[1h])) >= 10)"
+        ' or (slo:sli_error:ratio_rate1h{slo="prometheus-availability"}'
+        ' and slo:sli_error:ratio_rate5m{slo="prometheus-availability"} >= 0.8'
+        f" and on() sum(increase({probes}[5m])) >= 10)"
     )
     assert burn_alerts[3]["expr"] == (
-        'slo:sli_error:ratio_rate3d{slo="prometheus-availability"} > 0.05'
+        '(slo:sli_error:ratio_rate3d{slo="prometheus-availability"} > 0.05'
         ' and slo:sli_error:ratio_rate6h{slo="prometheus-availability"} > 0.05'
+        f" and on() sum(increase({probes}[3d])) >= 20)"
     )
 
 
@@ -311,13 +319,13 @@ def test_burn_threshold_above_one_is_capped():
     burn_alerts = [rule for rule in group["rules"] if rule.get("alert") == "SLOErrorBudgetBurn"]
 
     # 14.4 x 10% = 1.44 cannot be reached, so the page fires on a total outage.
-    assert burn_alerts[0]["expr"] == (
-        'slo:sli_error:ratio_rate1h{slo="web-latency"} >= 1 and slo:sli_error:ratio_rate5m{slo="web-latency"} >= 1'
+    assert burn_alerts[0]["expr"].startswith(
+        '(slo:sli_error:ratio_rate1h{slo="web-latency"} >= 1 and slo:sli_error:ratio_rate5m{slo="web-latency"} >= 1'
     )
-    assert "alert threshold of 100%" in burn_alerts[0]["annotations"]["description"]
+    assert "both are above 100%" in burn_alerts[0]["annotations"]["description"]
     # 6 x 10% = 60% stays below 1 and keeps the strict comparison.
-    assert burn_alerts[1]["expr"] == (
-        'slo:sli_error:ratio_rate6h{slo="web-latency"} > 0.6 and slo:sli_error:ratio_rate30m{slo="web-latency"} > 0.6'
+    assert burn_alerts[1]["expr"].startswith(
+        '(slo:sli_error:ratio_rate6h{slo="web-latency"} > 0.6 and slo:sli_error:ratio_rate30m{slo="web-latency"} > 0.6'
     )
 
 
@@ -490,8 +498,9 @@ def test_latency_and_ticket_rules_in_promtool(tmp_path):
     """Run promtool unit tests on rules generated from LATENCY_AND_TICKET_CONFIG.
 
     web-latency: 60 probes per minute, all faster than 1s until minute 60 and
-    all slower afterwards. Its 1h ratio reaches 100% at minute 120, so the
-    capped page (>= 1, for 2m) fires from minute 122.
+    all slower afterwards. Its 1h ratio reaches 100% only at minute 120, but
+    the 5m ratio reaches the outage ratio 80% at minute 64, so the page fires
+    from minute 64.
     phone-urgent-first-response: half of the phone/urgent responses are late.
     The phone/high and email/normal series, which the SLO excludes, would
     change the ratio if a matcher were missing. No phone/urgent ticket
@@ -526,23 +535,23 @@ def test_latency_and_ticket_rules_in_promtool(tmp_path):
                         "0+60x130",
                     ),
                     series(
-                        'slawatch_ticket_first_response_seconds_bucket{channel="phone",priority="urgent",le="900.0"}',
+                        'slawatch_ticket_first_response_seconds_bucket{channel="phone",priority="urgent",clock="business",le="900.0"}',
                         "0+1x130",
                     ),
                     series(
-                        'slawatch_ticket_first_response_seconds_count{channel="phone",priority="urgent"}', "0+2x130"
+                        'slawatch_ticket_first_response_seconds_count{channel="phone",priority="urgent",clock="business"}', "0+2x130"
                     ),
                     series(
-                        'slawatch_ticket_first_response_seconds_bucket{channel="phone",priority="high",le="900.0"}',
+                        'slawatch_ticket_first_response_seconds_bucket{channel="phone",priority="high",clock="business",le="900.0"}',
                         "0+1x130",
                     ),
-                    series('slawatch_ticket_first_response_seconds_count{channel="phone",priority="high"}', "0+1x130"),
+                    series('slawatch_ticket_first_response_seconds_count{channel="phone",priority="high",clock="business"}', "0+1x130"),
                     series(
-                        'slawatch_ticket_first_response_seconds_bucket{channel="email",priority="normal",le="900.0"}',
+                        'slawatch_ticket_first_response_seconds_bucket{channel="email",priority="normal",clock="business",le="900.0"}',
                         "0x130",
                     ),
                     series(
-                        'slawatch_ticket_first_response_seconds_count{channel="email",priority="normal"}', "0+5x130"
+                        'slawatch_ticket_first_response_seconds_count{channel="email",priority="normal",clock="business"}', "0+5x130"
                     ),
                     series('slawatch_tickets_created_total{channel="email",priority="normal"}', "0+5x130"),
                 ],
@@ -568,10 +577,10 @@ def test_latency_and_ticket_rules_in_promtool(tmp_path):
                             }
                         ],
                     ),
-                    sample(alerts_series("SLOErrorBudgetBurn", "web-latency", latency_page), "121m", []),
+                    sample(alerts_series("SLOErrorBudgetBurn", "web-latency", latency_page), "63m", []),
                     sample(
                         alerts_series("SLOErrorBudgetBurn", "web-latency", latency_page),
-                        "122m",
+                        "64m",
                         [{"labels": alerts_series("SLOErrorBudgetBurn", "web-latency", latency_page), "value": 1}],
                     ),
                     sample(alerts_series("SLIDataAbsent", "phone-urgent-first-response", absent_labels), "4m", []),
@@ -596,3 +605,91 @@ def test_latency_and_ticket_rules_in_promtool(tmp_path):
     result = run_promtool("test", "rules", str(test_file), cwd=tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- burn-rate design ----------------------------------------------------------
+
+BEHAVIOUR_DIR = REPO / "rules" / "tests" / "behaviour"
+
+
+def test_behaviour_rules_match_generator():
+    config = load_config(BEHAVIOUR_DIR / "slawatch.yml")
+
+    committed = (BEHAVIOUR_DIR / RULES_FILE).read_text(encoding="utf-8")
+
+    assert committed == render_rules(config), (
+        "rules/tests/behaviour/slawatch-rules.yml differs from the generator output: run "
+        "`slawatch generate --config.file rules/tests/behaviour/slawatch.yml --output-dir /tmp/b` "
+        "and copy /tmp/b/rules/slawatch-rules.yml there"
+    )
+
+
+@pytest.mark.parametrize(
+    ("objective", "factor", "expected"),
+    [
+        # 1 / (14.4 x 0.1%) = 69.4 events
+        (99.9, 14.4, 70),
+        (99.9, 6, 167),
+        (99.9, 1, 1000),
+        # 1 / (14.4 x 5%) = 1.4, so min_events decides
+        (95, 14.4, 10),
+        (95, 1, 20),
+        # capped at a threshold of 1
+        (90, 14.4, 10),
+    ],
+)
+def test_min_events_table(objective, factor, expected):
+    config = load_config(None)
+    slo = config.slos[0].model_copy(update={"objective": objective})
+    window = config.alerting.burn_windows[0].model_copy(update={"factor": factor})
+
+    _, threshold = rules.burn_threshold(window, rules.error_budget(slo))
+
+    assert rules.min_events(config, threshold) == expected
+
+
+@pytest.mark.parametrize(
+    ("objective", "has_outage"),
+    [(99.9, False), (99.5, False), (99, True), (95, True), (90, True)],
+)
+def test_outage_condition_only_when_needed(objective, has_outage):
+    # 99.5%: 14.4 x 0.5% x 60m = 4m19s, inside the 5m short window.
+    # 99%: 8m38s, longer than the short window.
+    slos = [dict(LATENCY_AND_TICKET_CONFIG["slos"][0], objective=objective)]
+    group = group_by_name(build_rules(parse_config(config_with(slos=slos))), "slawatch-slo/web-latency")
+    burn_alerts = [rule for rule in group["rules"] if rule.get("alert") == "SLOErrorBudgetBurn"]
+
+    assert (" or (" in burn_alerts[0]["expr"]) is has_outage
+    assert ("at least 80%" in burn_alerts[0]["annotations"]["description"]) is has_outage
+    for rule in burn_alerts[1:]:
+        assert " or (" not in rule["expr"], rule["labels"]
+
+
+def test_every_burn_condition_has_event_guard():
+    for rule in alerts(build_rules(load_config(None))):
+        if rule["alert"] == "SLOErrorBudgetBurn":
+            conditions = rule["expr"].split(" or ")
+            for condition in conditions:
+                assert re.search(r"and on\(\) .* >= \d+\)$", condition), condition
+
+
+def test_budget_remaining_keeps_a_number():
+    for rule in all_rules(build_rules(load_config(None))):
+        if rule.get("record") == "slo:error_budget_remaining:ratio":
+            assert rule["expr"].endswith(" or on() vector(1)")
+
+
+RUNBOOK_SECTIONS = {
+    "en": ["## What it means", "## What to check first", "## How to mitigate", "## Who to tell"],
+    "zh-CN": ["## 含义", "## 先检查什么", "## 如何处理", "## 通知谁"],
+}
+
+
+@pytest.mark.parametrize("alert", ALERT_NAMES)
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+def test_runbooks_have_every_section(alert, locale):
+    suffix = ".md" if locale == "en" else ".zh-CN.md"
+    text = (RUNBOOKS / f"{alert}{suffix}").read_text(encoding="utf-8")
+
+    for heading in RUNBOOK_SECTIONS[locale]:
+        assert heading in text, f"docs/runbooks/{alert}{suffix} has no section {heading!r}"

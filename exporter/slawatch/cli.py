@@ -54,6 +54,11 @@ TEXT = Catalog({
                                    "或设置环境变量 {env}"},
     "report.wrote": {"en": "Wrote {path}", "zh-CN": "已写入 {path}"},
     "report.failed": {"en": "The report was not written: {error}", "zh-CN": "未生成报告：{error}"},
+    "slo.import.warning": {"en": "Warning: {message}", "zh-CN": "警告：{message}"},
+    "slo.import.wrote": {"en": "Wrote {count} SLOs to {path}: add them under slos: in slawatch.yml",
+                         "zh-CN": "已将 {count} 个 SLO 写入 {path}：请把它们加到 slawatch.yml 的 slos: 下"},
+    "slo.import.failed": {"en": "Nothing was imported. Fix the problems above and run the command again.",
+                          "zh-CN": "未导入任何内容。请修正上面列出的问题后重新运行命令。"},
     "serve.listening": {"en": "slawatch {version} listening on {scheme}://{address}",
                         "zh-CN": "slawatch {version} 正在监听 {scheme}://{address}"},
 })
@@ -157,11 +162,12 @@ async def _serve(config: Config, config_path: str | None, host: str | None, port
     return 0
 
 
-def _write_generated(config: Config, output: Path) -> list[Path]:
+def _write_generated(config: Config, output: Path, rule_format: str = "rules") -> list[Path]:
     from .generate.dashboards import write_dashboards
-    from .generate.rules import write_rules
+    from .generate.rules import write_prometheus_rule, write_rules
 
-    return write_rules(config, output) + write_dashboards(config, output)
+    writer = write_prometheus_rule if rule_format == "prometheusrule" else write_rules
+    return writer(config, output) + write_dashboards(config, output)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -172,13 +178,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     output = Path(args.output_dir)
 
     if not args.check:
-        for path in _write_generated(config, output):
+        for path in _write_generated(config, output, args.format):
             print(TEXT.get("generate.wrote", locale, path=path))
         return 0
 
     with tempfile.TemporaryDirectory() as scratch:
         stale = []
-        for fresh in _write_generated(config, Path(scratch)):
+        for fresh in _write_generated(config, Path(scratch), args.format):
             relative = fresh.relative_to(scratch)
             committed = output / relative
             if not committed.is_file() or committed.read_bytes() != fresh.read_bytes():
@@ -188,6 +194,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not stale:
         print(TEXT.get("generate.fresh", locale, path=output))
     return 1 if stale else 0
+
+
+def cmd_slo_import(args: argparse.Namespace) -> int:
+    from .slo_import import SpecImportError, import_files, render_slos
+
+    locale = locale_from(None)
+    try:
+        result = import_files(args.files)
+    except SpecImportError as error:
+        print(error, file=sys.stderr)
+        print(TEXT.get("slo.import.failed", locale), file=sys.stderr)
+        return 1
+    for message in result.warnings:
+        print(TEXT.get("slo.import.warning", locale, message=message), file=sys.stderr)
+    text = render_slos(result)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(TEXT.get("slo.import.wrote", locale, count=len(result.slos), path=args.output), file=sys.stderr)
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -324,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output-dir", default=".", help="directory that receives rules/ and dashboards/")
     generate.add_argument("--check", action="store_true",
                           help="write nothing; exit 1 if the files in --output-dir differ from what would be written")
+    generate.add_argument("--format", choices=["rules", "prometheusrule"], default="rules",
+                          help="rules: Prometheus rule file rules/slawatch-rules.yml (default); prometheusrule: "
+                               "Prometheus Operator manifest kubernetes/slawatch-prometheusrule.yml")
     generate.set_defaults(func=cmd_generate)
 
     check = commands.add_parser("check", help="validate the config, the generated rules and the Alertmanager config")
@@ -353,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     announce.add_argument("--link", default=None, help="http(s) URL, required for a report")
     announce.add_argument("--timeout", type=float, default=10.0, help="request timeout in seconds (default 10)")
     announce.set_defaults(func=cmd_announce)
+    slo = commands.add_parser("slo", help="work with SLO specs")
+    slo_commands = slo.add_subparsers(dest="slo_command", required=True)
+    slo_import = slo_commands.add_parser(
+        "import", help="convert Sloth prometheus/v1 and OpenSLO v1 SLO specs to slawatch slos: entries")
+    slo_import.add_argument("files", nargs="+", metavar="FILE", help="Sloth or OpenSLO YAML files")
+    slo_import.add_argument("--output", "-o", default="-", help="file to write the slos: YAML to (default: stdout)")
+    slo_import.set_defaults(func=cmd_slo_import)
 
     stack = commands.add_parser("stack", help="run the exporter, Prometheus and Alertmanager on loopback")
     add_config(stack)

@@ -30,6 +30,8 @@ LOCALES = ("en", "zh-CN")
 DEFAULT_PROBE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 DEFAULT_FIRST_RESPONSE_BUCKETS = [60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0]
 DEFAULT_RESOLUTION_BUCKETS = [3600.0, 14400.0, 28800.0, 86400.0, 172800.0, 345600.0, 604800.0, 1209600.0, 2592000.0]
+# Bytes per second: 10 kB/s to 1 GB/s.
+DEFAULT_TRANSFER_SPEED_BUCKETS = [1e4, 1e5, 1e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 1e9]
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,17 @@ def _check_label_value(value: str) -> str:
 
 
 LabelName = Annotated[str, BeforeValidator(lambda v: _check_label_value(str(v)) if v is not None else v)]
+
+PROMETHEUS_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _check_prometheus_label_name(name: str) -> str:
+    if not PROMETHEUS_LABEL_NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid Prometheus label name: use letters, digits and '_'")
+    return name
+
+
+PrometheusLabelName = Annotated[str, BeforeValidator(lambda v: _check_prometheus_label_name(str(v)))]
 
 
 class TLSConfig(StrictModel):
@@ -586,8 +599,8 @@ class BurnWindow(StrictModel):
 
 
 DEFAULT_BURN_WINDOWS = [
-    {"severity": "page", "long": "1h", "short": "5m", "factor": 14.4, "for": "2m"},
-    {"severity": "page", "long": "6h", "short": "30m", "factor": 6, "for": "15m"},
+    {"severity": "page", "long": "1h", "short": "5m", "factor": 14.4},
+    {"severity": "page", "long": "6h", "short": "30m", "factor": 6},
     {"severity": "ticket", "long": "1d", "short": "2h", "factor": 3, "for": "1h"},
     {"severity": "ticket", "long": "3d", "short": "6h", "factor": 1, "for": "3h"},
 ]
@@ -599,9 +612,44 @@ class AlertingConfig(StrictModel):
     burn_windows: list[BurnWindow] = Field(default_factory=lambda: [BurnWindow(**w) for w in DEFAULT_BURN_WINDOWS])
     # Scheduled-probe samples older than this count as absent data.
     absent_for: Duration = 10 * 60.0
+    # A burn condition counts only when its long window contains at least this
+    # many events, and at least 1 / threshold (docs/slo-rules.md explains why).
+    min_events: int = Field(default=10, ge=1)
+    # Share of failed events in the short window of the fastest page that
+    # counts as an outage and pages at once, for objectives whose burn
+    # threshold the long window reaches too late.
+    outage_ratio: float = Field(default=0.8, gt=0, le=1)
 
 
-SLIKind = Literal["probe_availability", "probe_latency", "ticket_first_response"]
+SLIKind = Literal[
+    "probe_availability",
+    "probe_latency",
+    "transfer_speed",
+    "ticket_first_response",
+    "ticket_resolution",
+    "custom_ratio",
+]
+TICKET_SLIS = ("ticket_first_response", "ticket_resolution")
+THRESHOLD_SLIS = ("probe_latency", "transfer_speed", "ticket_first_response", "ticket_resolution")
+CHAT_KINDS = ("wecom", "dingtalk", "feishu", "slack")
+# Placeholder for the range of a custom_ratio query, as in Sloth's spec.
+WINDOW_PLACEHOLDER = "{{.window}}"
+
+
+def check_window_query(query: str) -> str:
+    """Check that `query` is valid PromQL once its {{.window}} ranges are filled in."""
+    import promql_parser
+
+    if WINDOW_PLACEHOLDER not in query:
+        raise ValueError(
+            f"query {query!r} has no {WINDOW_PLACEHOLDER} placeholder: write the range as [{WINDOW_PLACEHOLDER}], "
+            f"for example sum(rate(http_requests_total[{WINDOW_PLACEHOLDER}]))"
+        )
+    try:
+        promql_parser.parse(query.replace(WINDOW_PLACEHOLDER, "5m"))
+    except ValueError as error:
+        raise ValueError(f"query {query!r} is not valid PromQL: {error}: fix the expression") from None
+    return query
 
 
 class SLO(StrictModel):
@@ -612,21 +660,60 @@ class SLO(StrictModel):
     sli: SLIKind
     objective: float = Field(gt=0, lt=100, description="percent of good events, for example 95 or 99.9")
     window: Duration = 30 * 86400.0
+    # Seconds for latency and ticket SLIs, bytes per second for transfer_speed.
     threshold: Duration | None = None
     team: LabelName = "sre"
     channel: LabelName | None = None
     priority: LabelName | None = None
     description: str = ""
+    # probe_availability: "counters" reads the scheduled-probe counters,
+    # "probe_success" reads probe_success from /probe scrapes.
+    source: Literal["counters", "probe_success"] = "counters"
+    # Extra label matchers on the SLI's series, for example {job: blackbox}.
+    matchers: dict[PrometheusLabelName, str] = Field(default_factory=dict)
+    # Ticket SLIs: the clock that measured the time, and the ticket team.
+    clock: Literal["business", "calendar"] = "business"
+    ticket_team: LabelName | None = None
+    # custom_ratio: PromQL with [{{.window}}] ranges, one of bad or good, and total.
+    bad_query: str | None = None
+    good_query: str | None = None
+    total_query: str | None = None
+    # Alert routing: the chat kind and extra labels put on every alert.
+    chat: Literal["wecom", "dingtalk", "feishu", "slack"] | None = None
+    labels: dict[PrometheusLabelName, str] = Field(default_factory=dict)
+
+    @field_validator("bad_query", "good_query", "total_query")
+    @classmethod
+    def _valid_query(cls, query: str | None) -> str | None:
+        return check_window_query(query) if query is not None else None
 
     @model_validator(mode="after")
     def _threshold_matches_kind(self) -> "SLO":
-        if self.sli in ("probe_latency", "ticket_first_response") and self.threshold is None:
-            example = "1s" if self.sli == "probe_latency" else "1h"
-            raise ValueError(f"sli {self.sli} needs a threshold, for example threshold: {example}")
-        if self.sli == "probe_availability" and self.threshold is not None:
-            raise ValueError("sli probe_availability takes no threshold: remove it")
-        if self.sli != "ticket_first_response" and (self.channel or self.priority):
-            raise ValueError("channel and priority apply only to sli ticket_first_response")
+        examples = {"probe_latency": "1s", "transfer_speed": 1000000, "ticket_first_response": "1h",
+                    "ticket_resolution": "1d"}
+        if self.sli in THRESHOLD_SLIS and self.threshold is None:
+            raise ValueError(f"sli {self.sli} needs a threshold, for example threshold: {examples[self.sli]}")
+        if self.sli not in THRESHOLD_SLIS and self.threshold is not None:
+            raise ValueError(f"sli {self.sli} takes no threshold: remove it")
+        if self.sli not in TICKET_SLIS and (self.channel or self.priority or self.ticket_team):
+            raise ValueError("channel, priority and ticket_team apply only to the ticket SLIs")
+        if self.sli != "probe_availability" and self.source != "counters":
+            raise ValueError("source applies only to sli probe_availability: remove it")
+        if self.source == "probe_success" and not self.matchers:
+            raise ValueError(
+                "source probe_success needs matchers that select the /probe scrapes, "
+                "for example matchers: {job: blackbox, instance: 'https://example.com/'}"
+            )
+        queries = (self.bad_query, self.good_query, self.total_query)
+        if self.sli == "custom_ratio":
+            if self.total_query is None or (self.bad_query is None) == (self.good_query is None):
+                raise ValueError("sli custom_ratio needs total_query and exactly one of bad_query or good_query")
+        elif any(query is not None for query in queries):
+            raise ValueError("bad_query, good_query and total_query apply only to sli custom_ratio")
+        reserved = {"slo", "service", "team", "severity", "chat", "alertname", "long_window", "short_window"}
+        clashes = sorted(reserved & set(self.labels))
+        if clashes:
+            raise ValueError(f"labels {clashes} are set by slawatch: use other label names")
         return self
 
     @property
@@ -643,8 +730,9 @@ class GlobalConfig(StrictModel):
     # blackbox_exporter dashboards and the compatibility test expect its labels;
     # /probe always returns probe_location_info{location}.
     probe_location_label: bool = False
+    transfer_speed_buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_TRANSFER_SPEED_BUCKETS))
 
-    @field_validator("probe_duration_buckets")
+    @field_validator("probe_duration_buckets", "transfer_speed_buckets")
     @classmethod
     def _sorted_buckets(cls, buckets: list[float]) -> list[float]:
         return _check_buckets(buckets)
@@ -776,7 +864,10 @@ def _cross_checks(config: Config) -> list[str]:
         if slo.name in names:
             problems.append(f"{path}.name: duplicate SLO name {slo.name!r}: give each SLO a unique name")
         names.add(slo.name)
-        if slo.sli.startswith("probe_") and slo.service not in services:
+        probed = slo.sli in ("probe_latency", "transfer_speed") or (
+            slo.sli == "probe_availability" and slo.source == "counters"
+        )
+        if probed and slo.service not in services:
             problems.append(
                 f"{path}.service: no target has service {slo.service!r}: add a target with that service or fix the name"
             )
@@ -787,12 +878,20 @@ def _cross_checks(config: Config) -> list[str]:
                     f"{path}.threshold: {format_duration(slo.threshold)} is not a bucket boundary of "
                     f"global.probe_duration_buckets {[format_le(b) for b in buckets]}: use one of them or add it to the buckets"
                 )
-        if slo.sli == "ticket_first_response":
-            buckets = config.tickets.first_response_buckets
+        if slo.sli == "transfer_speed":
+            buckets = config.global_.transfer_speed_buckets
+            if slo.threshold not in buckets:
+                problems.append(
+                    f"{path}.threshold: {slo.threshold:g} bytes/s is not a bucket boundary of "
+                    f"global.transfer_speed_buckets {[f'{b:g}' for b in buckets]}: use one of them or add it to the buckets"
+                )
+        if slo.sli in TICKET_SLIS:
+            key = "first_response_buckets" if slo.sli == "ticket_first_response" else "resolution_buckets"
+            buckets = getattr(config.tickets, key)
             if slo.threshold not in buckets:
                 problems.append(
                     f"{path}.threshold: {format_duration(slo.threshold)} is not a bucket boundary of "
-                    f"tickets.first_response_buckets {[format_duration(b) for b in buckets]}: use one of them or add it"
+                    f"tickets.{key} {[format_duration(b) for b in buckets]}: use one of them or add it"
                 )
             if slo.channel and slo.channel not in config.tickets.channels:
                 problems.append(f"{path}.channel: unknown channel {slo.channel!r}: use one of {config.tickets.channels}")
@@ -978,8 +1077,10 @@ def _format_validation_error(error: ValidationError) -> list[str]:
         elif fix:
             problems.append(f"{path}: {fix}, got {item.get('input')!r}")
         else:
-            shown = f", got {item['input']!r}" if "input" in item and not message.startswith(
-                ("sli ", "short window", "unsupported blackbox_exporter option", "set ")) else ""
+            # A whole mapping, or a query that the message already quotes, adds only noise.
+            quoted = message.startswith(("sli ", "short window", "query ", "unsupported blackbox_exporter option",
+                                         "set ")) or isinstance(item.get("input"), dict)
+            shown = f", got {item['input']!r}" if "input" in item and not quoted else ""
             problems.append(f"{path}: {message}{shown}")
     return problems
 

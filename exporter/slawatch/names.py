@@ -23,6 +23,8 @@ PROBE_TRANSFER_SPEED = "slawatch_probe_transfer_bytes_per_second"
 # Support tickets, labelled channel, priority.
 TICKETS_CREATED_TOTAL = "slawatch_tickets_created_total"
 TICKET_FIRST_RESPONSE = "slawatch_ticket_first_response_seconds"
+# Labelled source, channel, priority, team, clock ("business" or "calendar").
+TICKET_RESOLUTION = "slawatch_ticket_full_resolution_seconds"
 TICKETS_OPEN = "slawatch_tickets_open"
 TICKET_OLDEST_UNANSWERED = "slawatch_ticket_oldest_unanswered_age_seconds"
 TICKET_EVENTS_TOTAL = "slawatch_ticket_events_total"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import names
-from .config import Config, Module, Target
+from .config import DEFAULT_TRANSFER_SPEED_BUCKETS, Config, Module, Target
 from .probers import PROBERS, ProbeResult
 
 logger = logging.getLogger("slawatch.scheduler")
@@ -24,7 +24,6 @@ logger = logging.getLogger("slawatch.scheduler")
 LABELS = ("service", "module", "location")
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 # Bytes per second, from 10 kB/s to 1 GB/s.
-TRANSFER_SPEED_BUCKETS = [1e4, 1e5, 1e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 1e9]
 
 # Called with each scheduled probe's target and result, after the metrics are updated.
 ProbeObserver = Callable[[Target, ProbeResult], None]
@@ -33,7 +32,8 @@ ProbeObserver = Callable[[Target, ProbeResult], None]
 class ProbeMetrics:
     """Scheduled-probe metrics, registered on an injected registry."""
 
-    def __init__(self, registry: CollectorRegistry, buckets: list[float]):
+    def __init__(self, registry: CollectorRegistry, buckets: list[float],
+                 transfer_speed_buckets: list[float] | None = None):
         self.buckets = list(buckets)
         # Reasons seen per target, so remove_target can drop their series.
         self._reasons: dict[tuple[str, str, str], set[str]] = {}
@@ -49,7 +49,8 @@ class ProbeMetrics:
                                        LABELS + ("reason",), registry=registry)
         self.transfer_speed = Histogram(names.PROBE_TRANSFER_SPEED,
                                         "Response body bytes per second over the transfer phase of scheduled probes.",
-                                        LABELS, buckets=TRANSFER_SPEED_BUCKETS, registry=registry)
+                                        LABELS, buckets=transfer_speed_buckets or DEFAULT_TRANSFER_SPEED_BUCKETS,
+                                        registry=registry)
         self.duration = Histogram(names.PROBE_DURATION, "Duration of scheduled probes in seconds.",
                                   LABELS, buckets=self.buckets, registry=registry)
         self.success = Gauge(names.PROBE_SUCCESS, "Whether the last scheduled probe succeeded (1) or failed (0).",

@@ -82,7 +82,7 @@ SLO_MATCHERS = 'service=~"$service", slo=~"$slo"'
 TICKET_MATCHERS = 'channel=~"$channel", priority=~"$priority"'
 # Ticket histograms also carry clock="calendar" or clock="business". A series without
 # the label matches clock=~".*", so the panels also work on exporters that do not set it.
-# NOTE: with $clock at "All", panels that do not group by clock add up both clocks.
+# $clock takes one value at a time (default business), so no panel adds up both clocks.
 CLOCK_MATCHERS = TICKET_MATCHERS + ', clock=~"$clock"'
 # Step of the hourly consistency panels, so that the same hour on different days
 # can be compared across locations.
@@ -812,16 +812,17 @@ def _datasource_variable(context: _Context) -> Template:
     )
 
 
-def _query_variable(context: _Context, name: str, query: str) -> Template:
+def _query_variable(context: _Context, name: str, query: str, single: str | None = None) -> Template:
+    """Build a query variable; with `single`, one value is chosen at a time and `single` is the default."""
     return Template(
         name=name,
         label=context.text(f"variable.{name}"),
         query=query,
         dataSource=DATASOURCE,
-        includeAll=True,
-        multi=True,
+        includeAll=single is None,
+        multi=single is None,
         allValue=ALL_VALUE,
-        default="$__all",
+        default=single or "$__all",
         refresh=REFRESH_ON_TIME_RANGE_CHANGE,
         sort=SORT_ALPHA_ASC,
     )
@@ -1142,7 +1143,7 @@ def _support_dashboard(config: Config, context: _Context) -> Dashboard:
     responses = f"{names.TICKET_FIRST_RESPONSE}_count{{{CLOCK_MATCHERS}}}"
     buckets = f"{names.TICKET_FIRST_RESPONSE}_bucket{{{CLOCK_MATCHERS}}}"
     open_tickets = f"{names.TICKETS_OPEN}{{{TICKET_MATCHERS}}}"
-    oldest = f"{names.TICKET_OLDEST_UNANSWERED}{{{TICKET_MATCHERS}}}"
+    oldest = f"{names.TICKET_OLDEST_UNANSWERED}{{{CLOCK_MATCHERS}}}"
     kpi = _first_response_kpi(config)
 
     def within(by: str, window: str) -> str:
@@ -1250,7 +1251,8 @@ def _support_dashboard(config: Config, context: _Context) -> Dashboard:
         _datasource_variable(context),
         _query_variable(context, "channel", f"label_values({names.TICKETS_OPEN}, channel)"),
         _query_variable(context, "priority", f'label_values({names.TICKETS_OPEN}{{channel=~"$channel"}}, priority)'),
-        _query_variable(context, "clock", f"label_values({names.TICKET_FIRST_RESPONSE}_count, clock)"),
+        _query_variable(context, "clock", f"label_values({names.TICKET_FIRST_RESPONSE}_count, clock)",
+                        single="business"),
     ]
     return _dashboard(context, SUPPORT_UID, "support", variables, panels, time_from="now-7d")
 
@@ -1293,6 +1295,8 @@ def _modernize_variable(variable: dict) -> dict:
     current = variable.pop("current", {})
     if current.get("value") == "$__all":
         variable["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    elif current.get("value") and variable.get("type") == "query":
+        variable["current"] = {"selected": True, "text": current["value"], "value": current["value"]}
     if variable["type"] == "query":
         variable["definition"] = variable["query"]
     return variable

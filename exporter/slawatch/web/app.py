@@ -61,7 +61,8 @@ class Exporter:
         self.runbooks_dir = runbooks_dir
         self.guard = ProbeGuard(config)
 
-        self.probe_metrics = ProbeMetrics(self.registry, config.global_.probe_duration_buckets)
+        self.probe_metrics = ProbeMetrics(self.registry, config.global_.probe_duration_buckets,
+                                          config.global_.transfer_speed_buckets)
         self.scheduler: Scheduler | None = None
         self.store, self.calendars = build_store(config.tickets)
         self.ticket_sources = SourceMetrics()
@@ -168,6 +169,8 @@ class Exporter:
         old = self.config
         if config.global_.probe_duration_buckets != old.global_.probe_duration_buckets:
             return "global.probe_duration_buckets changed: restart the exporter to apply new buckets"
+        if config.global_.transfer_speed_buckets != old.global_.transfer_speed_buckets:
+            return "global.transfer_speed_buckets changed: restart the exporter to apply new buckets"
         # The ticket store's buckets, calendars, policy and secret are fixed at start-up.
         new_tickets = config.tickets.model_dump(exclude={"channels", "priorities"})
         old_tickets = old.tickets.model_dump(exclude={"channels", "priorities"})
