@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from .. import __version__, names
 from ..config import Config, ConfigError, check_target, load_config
 from ..probers import PROBERS, ProbeResult
+from ..relay import setup_relay
 from ..scheduler import ProbeMetrics, Scheduler
 from ..tickets import EventError, TicketCollector, TicketStore, parse_event
 from .guard import ProbeGuard
@@ -143,6 +144,7 @@ def create_app(exporter: Exporter, middlewares: list | None = None) -> web.Appli
     app.router.add_post("/api/v1/alertmanager/webhook", handle_alertmanager_webhook)
     app.router.add_get("/api/v1/alertmanager/notifications", handle_notifications)
     app.router.add_get("/runbooks/{name}", handle_runbook)
+    setup_relay(app, exporter.registry)
     return app
 
 
