@@ -157,8 +157,11 @@ def build_message(payload: dict, locale: str, markup: Markup, fits: Callable[[st
         sections.append(short)
 
     url = str(payload.get("externalURL") or "-")
+    # Alertmanager leaves out alerts beyond the receiver's max_alerts and counts them.
+    dropped = payload.get("truncatedAlerts")
+    dropped = dropped if isinstance(dropped, int) and dropped > 0 else 0
     for kept in range(len(sections), -1, -1):
-        omitted = len(sections) - kept
+        omitted = len(sections) - kept + dropped
         parts = sections[:kept]
         if omitted:
             parts.append(TEXT.get("more", locale, count=omitted, url=url))
