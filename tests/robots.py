@@ -157,3 +157,33 @@ def write_robot_secrets(folder, base_url: str, secret: str = SECRET) -> dict:
         "support-wecom": {"kind": "wecom", "key_file": str(folder / "wecom-key"),
                           "url": f"{base_url}/cgi-bin/webhook/send"},
     }
+
+
+class ThreadedServer:
+    """Serve an aiohttp app on 127.0.0.1 from a background thread, for tests that block."""
+
+    def __init__(self, app: web.Application, port: int):
+        import threading
+
+        self.app = app
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=10)
+
+    async def _start(self) -> None:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
