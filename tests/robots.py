@@ -1,9 +1,9 @@
 """Local stand-ins for the DingTalk, Feishu and WeCom robot webhooks.
 
-Each one checks the request the way the vendor documents it (access token or
-key, signature, timestamp within an hour, size limit, 20 messages a minute)
-and replies with the vendor's JSON fields: errcode/errmsg for DingTalk and
-WeCom, code/msg/data for Feishu. The error texts are ones those services
+Each one checks the request the way the vendor documents it: access token or
+key, signature, timestamp within an hour, size limit and 20 messages a
+minute. The replies use the vendor's JSON fields, errcode/errmsg for DingTalk
+and WeCom and code/msg/data for Feishu, with error texts those services
 return.
 """
 
@@ -36,7 +36,7 @@ class Received:
 class FakeRobots:
     """One aiohttp app that serves all three robot APIs."""
 
-    # "ok", "http500", "hang" or "ratelimit": how the robots answer.
+    # How the robots reply: "ok", "http500", "hang" or "ratelimit".
     mode: str = "ok"
     per_minute: int = 20
     messages: list[Received] = field(default_factory=list)

@@ -5,11 +5,12 @@ an entry under `relay.robots` in slawatch.yml. The relay renders one message
 per notification in `global.locale`, cuts it to the robot's size limit, keeps
 to `relay.max_messages_per_minute` per robot and posts it.
 
-Replies to Alertmanager: 200 when the robot took the message; 5xx when a retry
-may succeed (the rate limit is full, the robot timed out, returned 5xx or a
-rate-limit error code, or a secret file could not be read); 4xx when a retry
-would fail the same way (unknown robot, bad payload, the robot rejected the
-message or its signature). Alertmanager 0.25 retries 5xx replies only.
+Replies to Alertmanager: 200 when the robot took the message. Alertmanager
+0.25 retries 5xx replies only, so the relay returns 5xx when a retry may
+succeed: a full rate limit, a robot timeout, a robot 5xx or rate-limit error
+code, or an unreadable secret file. A failure that a retry would repeat gets
+a 4xx: an unknown robot, a bad payload, or a message or signature that the
+robot rejected.
 
 Robot URLs and keys are secrets: logs and metrics name the robot, never its URL.
 """

@@ -25,7 +25,7 @@ MAX_BODY_BYTES = 20000
 # 11232: the bot's frequency limit (100 a minute, 5 a second) was hit.
 RATE_LIMIT_CODES = frozenset({11232})
 LANGUAGES = {"en": "en_us", "zh-CN": "zh_cn"}
-# The longest timestamp and sign fields, counted when checking the size limit.
+# Timestamp and sign fields of maximum length, counted when checking the size limit.
 SIGNATURE_FIELDS = {"timestamp": "1" * 10, "sign": "A" * 44}
 
 

@@ -44,7 +44,7 @@ TEXT = Catalog({
 
 @dataclass(frozen=True)
 class Markup:
-    """How a chat kind writes bold text and links."""
+    """The bold text and link syntax of a chat kind."""
 
     bold: Callable[[str], str]
     link: Callable[[str, str], str]

@@ -1,4 +1,4 @@
-"""What every chat kind module provides, and how robot replies are read."""
+"""Types shared by the chat kind modules, and the classification of robot replies."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class RobotRequest:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a robot's reply counts: delivered, worth a retry, or rejected for good."""
+    """The result of a robot request: delivered, worth a retry, or rejected for good."""
 
     delivered: bool
     retry: bool
