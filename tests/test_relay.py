@@ -382,3 +382,24 @@ def test_relay_config_defaults(tmp_path):
     assert config.relay.robots == {}
     assert config.relay.max_messages_per_minute == 20
     assert json.loads(config.relay.model_dump_json())["queue_wait"] == 5.0
+
+
+async def test_relay_reload_adds_robot(aiohttp_client, tmp_path, robot_server, robots):
+    from conftest import write_config
+    from slawatch.config import load_config
+
+    robots_config = write_robot_secrets(tmp_path / "secrets", str(robot_server.make_url("")).rstrip("/"))
+    path = write_config(tmp_path / "slawatch.yml", minimal_config(tmp_path))
+    exporter = Exporter(load_config(path), config_path=str(path), registry=CollectorRegistry())
+    client = await aiohttp_client(create_app(exporter))
+    payload = make_payload([make_alert()])
+
+    before = await client.post("/api/v1/relay/wecom/support-wecom", json=payload)
+    write_config(path, minimal_config(tmp_path, relay={"robots": robots_config}))
+    reload = await client.post("/-/reload")
+    after = await client.post("/api/v1/relay/wecom/support-wecom", json=payload)
+
+    assert before.status == 404
+    assert reload.status == 200
+    assert after.status == 200
+    assert len(robots.of_kind("wecom")) == 1

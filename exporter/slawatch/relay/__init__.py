@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from types import ModuleType
 
 import aiohttp
@@ -28,7 +29,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from yarl import URL
 
-from ..config import RelayRobot
+from ..config import Config, RelayRobot
 from . import dingtalk, feishu, wecom
 from .limiter import RateLimiter
 from .message import build_message
@@ -40,9 +41,13 @@ KINDS: dict[str, ModuleType] = {module.KIND: module for module in (dingtalk, fei
 
 
 class Relay:
-    """Per-robot rate limits, the HTTP client and the relay's metrics."""
+    """Per-robot rate limits, the HTTP client and the relay's metrics.
 
-    def __init__(self, registry: CollectorRegistry, clock=time.time):
+    `get_config` returns the running config, so a reload applies to the next message.
+    """
+
+    def __init__(self, registry: CollectorRegistry, get_config: Callable[[], Config], clock=time.time):
+        self.get_config = get_config
         self.clock = clock
         self.limiters: dict[str, RateLimiter] = {}
         self.session: aiohttp.ClientSession | None = None
@@ -89,11 +94,9 @@ def _reply(status: int, text: str, headers: dict | None = None) -> web.Response:
 
 
 async def handle_relay(request: web.Request) -> web.Response:
-    from ..web.app import EXPORTER
-
-    exporter = request.app[EXPORTER]
     relay = request.app[RELAY]
-    config = exporter.config.relay
+    running = relay.get_config()
+    config = running.relay
     kind, name = request.match_info["kind"], request.match_info["robot"]
 
     module = KINDS.get(kind)
@@ -114,7 +117,7 @@ async def handle_relay(request: web.Request) -> web.Response:
         relay.messages.labels(name, kind, "bad_request").inc()
         return _reply(400, "missing field alerts: expected an Alertmanager webhook payload")
 
-    locale = exporter.config.global_.locale
+    locale = running.global_.locale
     try:
         message = build_message(payload, locale, module.MARKUP, lambda title, text: module.fits(title, text, locale))
     except ValueError as error:
@@ -177,9 +180,9 @@ async def handle_relay(request: web.Request) -> web.Response:
 RELAY = web.AppKey("relay", Relay)
 
 
-def setup_relay(app: web.Application, registry: CollectorRegistry) -> None:
+def setup_relay(app: web.Application, registry: CollectorRegistry, get_config: Callable[[], Config]) -> None:
     """Add the relay routes and its HTTP client to `app`."""
-    relay = Relay(registry)
+    relay = Relay(registry, get_config)
     app[RELAY] = relay
 
     async def run_client(app: web.Application):

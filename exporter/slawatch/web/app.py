@@ -144,7 +144,7 @@ def create_app(exporter: Exporter, middlewares: list | None = None) -> web.Appli
     app.router.add_post("/api/v1/alertmanager/webhook", handle_alertmanager_webhook)
     app.router.add_get("/api/v1/alertmanager/notifications", handle_notifications)
     app.router.add_get("/runbooks/{name}", handle_runbook)
-    setup_relay(app, exporter.registry)
+    setup_relay(app, exporter.registry, lambda: exporter.config)
     return app
 
 
