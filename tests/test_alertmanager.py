@@ -34,7 +34,9 @@ TEMPLATE_FILE = AM_DIR / "templates" / "slawatch.tmpl"
 ROUTE_CASES = yaml.safe_load((AM_DIR / "routes-tests.yml").read_text(encoding="utf-8"))["cases"]
 
 SINK_URL = "http://127.0.0.1:9115/api/v1/alertmanager/webhook"
-RECEIVERS = {"default", "oncall", "support-email", "support-chat", "deadmansswitch"}
+RECEIVERS = {"default", "oncall", "support-email", "support-chat", "deadmansswitch", "slo-webhook", "support-slack",
+             "support-wecom", "support-dingtalk", "support-feishu"}
+RELAY_KINDS = {"support-wecom": "wecom", "support-dingtalk": "dingtalk", "support-feishu": "feishu"}
 SMTP_USER = "slawatch-alerts@example.org"
 SMTP_PASSWORD = "test-password-from-file"
 DELIVERY_TIMEOUT = 30.0
@@ -117,7 +119,7 @@ def test_route_verify_fails_on_wrong_receivers():
     )
 
     assert result.returncode != 0
-    assert result.stdout.strip().splitlines()[0] == "oncall,support-email"
+    assert result.stdout.strip().splitlines()[0] == "oncall,support-email,support-chat"
 
 
 def test_route_cases_cover_every_receiver():
@@ -134,6 +136,10 @@ def test_webhooks_point_at_local_sink():
     for receiver in load_am_config()["receivers"]:
         for webhook in receiver.get("webhook_configs", []):
             url = urllib.parse.urlsplit(webhook["url"])
+            if receiver["name"] in RELAY_KINDS:
+                kind = RELAY_KINDS[receiver["name"]]
+                assert webhook["url"] == f"http://127.0.0.1:9115/api/v1/relay/{kind}/{receiver['name']}"
+                continue
             assert f"{url.scheme}://{url.netloc}{url.path}" == SINK_URL, receiver["name"]
             assert urllib.parse.parse_qs(url.query) == {"receiver": [receiver["name"]]}
 
@@ -155,8 +161,8 @@ def test_page_inhibits_ticket():
     rules = load_am_config()["inhibit_rules"]
     assert rules == [
         {
-            "source_matchers": ['severity="page"'],
-            "target_matchers": ['severity="ticket"'],
+            "source_matchers": ['severity="page"', 'slo=~".+"', 'service=~".+"'],
+            "target_matchers": ['severity="ticket"', 'slo=~".+"', 'service=~".+"'],
             "equal": ["alertname", "slo", "service"],
         }
     ]
@@ -286,7 +292,8 @@ def test_receivers_use_one_language():
     text = AM_CONFIG.read_text(encoding="utf-8")
     active = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     used = set(re.findall(r'template "([^"]+)"', active))
-    assert used == {"slawatch.en.email.subject", "slawatch.en.email.html", "slawatch.en.text"}
+    assert used == {"slawatch.en.email.subject", "slawatch.en.email.html", "slawatch.en.text",
+                    "slawatch.en.chat.title"}
     assert used <= template_names()
 
 
@@ -428,20 +435,19 @@ def use_local_sinks(config: dict[str, Any], http: HTTPSink, smtp: SMTPSink, secr
 
     shorten(config["route"])
 
+    # Business hours around the clock, so that ticket emails go out whenever
+    # the test runs. tests/test_alerting_e2e.py checks an interval that
+    # excludes the current time.
+    (interval,) = config["time_intervals"]
+    interval["time_intervals"] = [{"times": [{"start_time": "00:00", "end_time": "24:00"}],
+                                   "location": "Asia/Shanghai"}]
+
     for receiver in config["receivers"]:
         for webhook in receiver.get("webhook_configs", []):
             webhook["url"] = webhook["url"].replace("http://127.0.0.1:9115", http.base_url)
-        if receiver["name"] == "support-chat":
-            # The chat title and text templates, rendered by Alertmanager's Slack notifier.
-            receiver["slack_configs"] = [
-                {
-                    "api_url": f"{http.base_url}/slack?receiver=support-chat",
-                    "channel": "#support",
-                    "title": f'{{{{ template "slawatch.{locale}.chat.title" . }}}}',
-                    "text": f'{{{{ template "slawatch.{locale}.text" . }}}}',
-                    "send_resolved": True,
-                }
-            ]
+        for slack in receiver.get("slack_configs", []):
+            del slack["api_url_file"]
+            slack["api_url"] = f"{http.base_url}/slack?receiver={receiver['name']}"
 
 
 @dataclass
@@ -573,12 +579,15 @@ def make_alert(severity: str, alertname: str, slo: str, service: str, summary: s
 # drops one of them fails the checks.
 PAGE = make_alert("page", "SLOErrorBudgetBurn", "web-availability", "storefront", "storefront burns budget fast")
 TICKET = make_alert("ticket", "SLOErrorBudgetExhausted", "first-response", "helpdesk", "helpdesk has no budget left")
+TICKET["labels"]["chat"] = "slack"
+WECOM_PAGE = make_alert("page", "SLIDataAbsent", "cdn-availability", "cdn", "cdn has no data")
+WECOM_PAGE["labels"]["chat"] = "wecom"
 # A page and a ticket for the same SLO and service: the page mutes the ticket.
 INHIBITING_PAGE = make_alert("page", "SLOErrorBudgetBurn", "api-availability", "api", "api burns fast")
 INHIBITED_TICKET = make_alert("ticket", "SLOErrorBudgetBurn", "api-availability", "api", "api burns slowly")
 WATCHDOG = {"labels": {"alertname": "Watchdog", "severity": "none"}, "annotations": {"summary": "Alerting works"}}
 UNROUTED = {"labels": {"alertname": "SlawatchTestUnrouted"}, "annotations": {"summary": "No route matches"}}
-TEST_ALERTS = [PAGE, TICKET, INHIBITING_PAGE, INHIBITED_TICKET, WATCHDOG, UNROUTED]
+TEST_ALERTS = [PAGE, TICKET, INHIBITING_PAGE, INHIBITED_TICKET, WATCHDOG, UNROUTED, WECOM_PAGE]
 
 # The severity word that each language's subject uses.
 SEVERITY_TEXT = {"en": {"page": "[PAGE]", "ticket": "[TICKET]"}, "zh": {"page": "[紧急]", "ticket": "[工单]"}}
@@ -595,8 +604,10 @@ WEBHOOK = "/api/v1/alertmanager/webhook"
 
 @pytest.mark.parametrize(
     ("alert", "receiver"),
-    [(PAGE, "oncall"), (TICKET, "support-chat"), (WATCHDOG, "deadmansswitch"), (UNROUTED, "default")],
-    ids=["page-oncall", "ticket-support-chat", "watchdog-deadmansswitch", "unrouted-default"],
+    [(PAGE, "oncall"), (PAGE, "slo-webhook"), (PAGE, "support-chat"), (TICKET, "slo-webhook"),
+     (WATCHDOG, "deadmansswitch"), (UNROUTED, "default")],
+    ids=["page-oncall", "page-slo-webhook", "page-support-chat", "ticket-slo-webhook", "watchdog-deadmansswitch",
+         "unrouted-default"],
 )
 def test_webhook_delivery(alertmanager, alert, receiver):
     labels = alert["labels"]
@@ -649,7 +660,7 @@ def test_chat_title_rendering(alertmanager):
     severity = SEVERITY_TEXT[alertmanager.locale]["ticket"]
 
     (delivery, *_) = alertmanager.wait(
-        lambda: alertmanager.http.find_slack("support-chat", labels["slo"]), "Slack-format chat message"
+        lambda: alertmanager.http.find_slack("support-slack", labels["slo"]), "Slack-format chat message"
     )
 
     (attachment,) = delivery.body["attachments"]
@@ -670,8 +681,20 @@ def test_page_mutes_matching_ticket(alertmanager):
 
     # The unmuted ticket for another service has gone out by now, so a muted
     # one would have too.
-    alertmanager.wait(lambda: alertmanager.http.find(WEBHOOK, "support-chat", **TICKET["labels"]), "other ticket")
+    alertmanager.wait(lambda: alertmanager.http.find(WEBHOOK, "slo-webhook", **TICKET["labels"]), "other ticket")
     time.sleep(2)
+    assert alertmanager.http.find(WEBHOOK, "slo-webhook", **ticket_labels) == []
     assert alertmanager.http.find(WEBHOOK, "support-chat", **ticket_labels) == []
     severity = SEVERITY_TEXT[alertmanager.locale]["ticket"]
     assert alertmanager.smtp.find(severity, ticket_labels["slo"]) == []
+
+
+def test_chat_label_routes_to_relay(alertmanager):
+    labels = WECOM_PAGE["labels"]
+
+    (delivery, *_) = alertmanager.wait(
+        lambda: alertmanager.http.find("/api/v1/relay/wecom/support-wecom", "", **labels), "relay webhook for wecom"
+    )
+
+    assert delivery.body["receiver"] == "support-wecom"
+    assert alertmanager.http.find(WEBHOOK, "support-chat", **labels) == []

@@ -650,6 +650,75 @@ def check_window_query(query: str) -> str:
     except ValueError as error:
         raise ValueError(f"query {query!r} is not valid PromQL: {error}: fix the expression") from None
     return query
+RELAY_KINDS = ("dingtalk", "feishu", "wecom")
+# DingTalk and WeCom document 20 messages a minute per robot. Feishu allows
+# 100 a minute and 5 a second, so 20 a minute suits all three.
+MAX_RELAY_MESSAGES_PER_MINUTE = 20
+
+
+class RelayRobot(StrictModel):
+    """A chat robot that the relay posts to, with its secrets in files.
+
+    DingTalk and Feishu robots take `url_file`, a file containing the full
+    webhook URL (its access token is the secret), and an optional
+    `secret_file` when the robot has signing turned on. A WeCom group robot
+    takes `key_file`, a file containing the key, and `url`, the webhook
+    address without the key.
+    """
+
+    kind: Literal["dingtalk", "feishu", "wecom"]
+    url_file: str | None = None
+    secret_file: str | None = None
+    key_file: str | None = None
+    url: str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+
+    @model_validator(mode="after")
+    def _files_match_kind(self) -> "RelayRobot":
+        if self.kind == "wecom":
+            if not self.key_file:
+                raise ValueError("a wecom robot needs key_file: the path of a file containing the webhook key")
+            if self.url_file or self.secret_file:
+                raise ValueError("a wecom robot takes key_file and url, not url_file or secret_file: remove them")
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+                raise ValueError(f"url {self.url!r} must be an http(s) URL without a query: the key comes from key_file")
+        else:
+            if not self.url_file:
+                raise ValueError(f"a {self.kind} robot needs url_file: the path of a file containing the webhook URL")
+            if self.key_file:
+                raise ValueError(f"a {self.kind} robot takes url_file and secret_file, not key_file: remove it")
+        return self
+
+    def secret_paths(self) -> dict[str, str]:
+        """Return the configured secret files by key name."""
+        paths = {"url_file": self.url_file, "secret_file": self.secret_file, "key_file": self.key_file}
+        return {key: path for key, path in paths.items() if path}
+
+
+class RelayConfig(StrictModel):
+    """The chat relay that turns Alertmanager webhooks into signed robot messages."""
+
+    robots: dict[LabelName, RelayRobot] = Field(default_factory=dict)
+    max_messages_per_minute: int = Field(default=MAX_RELAY_MESSAGES_PER_MINUTE, ge=1,
+                                         le=MAX_RELAY_MESSAGES_PER_MINUTE)
+    # How long a request waits for a free slot in the rate limit before the
+    # relay returns 503 so that Alertmanager retries later.
+    queue_wait: Duration = 5.0
+    timeout: Duration = 10.0
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("timeout must be greater than 0s, for example 10s")
+        return value
+
+    @field_validator("queue_wait")
+    @classmethod
+    def _queue_wait_range(cls, value: float) -> float:
+        if not 0 <= value <= 30:
+            raise ValueError(f"queue_wait {format_duration(value)} is out of range: use 0s to 30s")
+        return value
 
 
 class SLO(StrictModel):
@@ -818,6 +887,7 @@ class Config(StrictModel):
     probe: ProbeSecurity = Field(default_factory=ProbeSecurity)
     tickets: TicketsConfig = Field(default_factory=TicketsConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    relay: RelayConfig = Field(default_factory=RelayConfig)
     slos: list[SLO] = Field(default_factory=list)
     status: StatusConfig = Field(default_factory=StatusConfig)
 
@@ -901,6 +971,7 @@ def _cross_checks(config: Config) -> list[str]:
                 )
     problems.extend(_status_checks(config))
     problems += _ticket_checks(config.tickets)
+    problems.extend(_relay_problems(config))
     return problems
 
 
@@ -989,6 +1060,22 @@ def _ticket_checks(tickets: TicketsConfig) -> list[str]:
                             f"use one of {tickets.priorities}")
     if tickets.webhook.secret_file and tickets.webhook.secret_env:
         problems.append("tickets.webhook: both secret_file and secret_env are set: keep one")
+    return problems
+
+
+def _relay_problems(config: Config) -> list[str]:
+    """Return a problem for each relay secret file that is missing or unreadable."""
+    problems = []
+    for name, robot in config.relay.robots.items():
+        for key, path in robot.secret_paths().items():
+            try:
+                with open(path, encoding="utf-8") as file:
+                    text = file.read().strip()
+            except OSError as error:
+                problems.append(f"relay.robots.{name}.{key}: cannot read {path!r}: {error.strerror}: check the path")
+                continue
+            if not text:
+                problems.append(f"relay.robots.{name}.{key}: {path!r} is empty: write the value into the file")
     return problems
 
 

@@ -20,16 +20,14 @@ PROBE_HTTP_RESPONSES_TOTAL = "slawatch_probe_http_responses_total"
 # Response body size divided by the transfer phase, in bytes per second.
 PROBE_TRANSFER_SPEED = "slawatch_probe_transfer_bytes_per_second"
 
-# Support tickets, labelled channel, priority.
+# Support tickets, labelled source, channel, priority and team; the histograms and
+# the oldest-unanswered age also carry clock ("calendar" or "business").
 TICKETS_CREATED_TOTAL = "slawatch_tickets_created_total"
 TICKET_FIRST_RESPONSE = "slawatch_ticket_first_response_seconds"
-# Labelled source, channel, priority, team, clock ("business" or "calendar").
 TICKET_RESOLUTION = "slawatch_ticket_full_resolution_seconds"
 TICKETS_OPEN = "slawatch_tickets_open"
 TICKET_OLDEST_UNANSWERED = "slawatch_ticket_oldest_unanswered_age_seconds"
 TICKET_EVENTS_TOTAL = "slawatch_ticket_events_total"
-# Labelled source, team, channel, priority and clock (calendar or business).
-TICKET_RESOLUTION = "slawatch_ticket_full_resolution_seconds"
 # First responses, with responder="human" or "automation".
 TICKET_FIRST_RESPONSES_TOTAL = "slawatch_ticket_first_responses_total"
 # Open tickets that have no first response yet.

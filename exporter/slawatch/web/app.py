@@ -19,6 +19,7 @@ from .. import __version__, names
 from ..config import Config, ConfigError, Module, check_target, load_config
 from ..probers import PROBERS, ProbeResult
 from ..probers.result import redact_url
+from ..relay import setup_relay
 from ..scheduler import ProbeMetrics, Scheduler
 from ..status import StatusStore, StatusTracker
 from ..tickets import (EventError, SignatureError, SourceMetrics, TicketCollector, build_store, load_secret,
@@ -220,6 +221,7 @@ def create_app(exporter: Exporter, middlewares: list | None = None) -> web.Appli
     app.router.add_get("/api/v1/alertmanager/notifications", handle_notifications)
     app.router.add_get("/runbooks/{name}", handle_runbook)
     add_status_routes(app, EXPORTER)
+    setup_relay(app, exporter.registry, lambda: exporter.config)
     return app
 
 
