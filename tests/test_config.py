@@ -48,6 +48,8 @@ BAD_CONFIGS = [
      "modules.http_2xx.http.fail_if_body_matches_regexp", "not a valid regular expression"),
     (["modules", "http_2xx", "http"], {"bearer_token": "a", "bearer_token_file": "/t"},
      "modules.http_2xx.http", "set only one of bearer_token, bearer_token_file"),
+    (["modules", "http_2xx", "http"], {"compression": "br"}, "modules.http_2xx.http.compression",
+     "no Brotli decoder"),
     (["slos", 0, "threshold"], "750ms", "slos[0].threshold", "not a bucket boundary"),
     (["slos", 0, "threshold"], KeyError, "slos[0]", "needs a threshold"),
     (["slos", 0, "objective"], 100, "slos[0].objective", "must be less than 100, got 100"),

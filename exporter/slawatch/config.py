@@ -224,6 +224,14 @@ class HTTPProbeConfig(StrictModel):
     preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
     ip_protocol_fallback: bool = True
 
+    @field_validator("compression")
+    @classmethod
+    def _known_compression(cls, value: str) -> str:
+        if value == "br":
+            raise ValueError("compression br is not supported because no Brotli decoder is installed: "
+                             "use gzip, deflate or identity")
+        return value
+
     _unsupported = model_validator(mode="before")(_reject_unsupported)
 
     @field_validator("valid_status_codes")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -16,7 +15,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from ..config import DNSProbeConfig, Module, RRValidation, split_host_port
-from .net import ProbeError, resolve
+from .net import ProbeError, resolve, run_steps
 from .result import AddressGuard, ProbeLog, ProbeResult
 
 logger = logging.getLogger("slawatch.prober.dns")
@@ -45,21 +44,7 @@ async def probe_dns(target: str, module: Module, timeout: float, guard: AddressG
                              "Returns number of entries in the additional resource record list"),
                             ("probe_dns_query_succeeded", "Displays whether or not the query was executed successfully")):
         result.set(name, help_text, 0)
-    try:
-        async with asyncio.timeout(timeout):
-            await _query(target, module.dns, result, log, guard, started + timeout)
-    except TimeoutError:
-        log.error("Probe timed out timeout_seconds=%.3f", timeout)
-        result.fail("timeout")
-    except ProbeError as error:
-        log.error("Probe failed reason=%s err=%s", error.reason, error)
-        result.fail(error.reason)
-        result.error = str(error)
-    except OSError as error:
-        # A socket error outside the steps that name their own reason.
-        log.error("Probe failed reason=connect err=%s", error)
-        result.fail("connect")
-        result.error = str(error)
+    await run_steps(_query(target, module.dns, result, log, guard, started + timeout), timeout, result, log)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
     for phase, seconds in result.phases.items():

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
 
 from ..config import Module, split_host_port
-from .net import ProbeError, resolve
+from .net import ProbeError, resolve, run_steps
 from .result import AddressGuard, ProbeLog, ProbeResult
 
 logger = logging.getLogger("slawatch.prober.grpc")
@@ -22,21 +21,7 @@ async def probe_grpc(target: str, module: Module, timeout: float, guard: Address
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout):
-            await _check(target, module, result, log, guard, timeout)
-    except TimeoutError:
-        log.error("Probe timed out timeout_seconds=%.3f", timeout)
-        result.fail("timeout")
-    except ProbeError as error:
-        log.error("Probe failed reason=%s err=%s", error.reason, error)
-        result.fail(error.reason)
-        result.error = str(error)
-    except OSError as error:
-        # A socket error outside the steps that name their own reason.
-        log.error("Probe failed reason=connect err=%s", error)
-        result.fail("connect")
-        result.error = str(error)
+    await run_steps(_check(target, module, result, log, guard, timeout), timeout, result, log)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
     for phase, seconds in result.phases.items():

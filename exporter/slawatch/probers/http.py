@@ -23,7 +23,7 @@ from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 import h11
 
 from ..config import HTTPProbeConfig, Module
-from .net import ProbeError, format_address, resolve, tls_handshake
+from .net import ProbeError, format_address, resolve, run_steps, tls_handshake
 from .result import AddressGuard, ProbeLog, ProbeResult
 
 logger = logging.getLogger("slawatch.prober.http")
@@ -82,21 +82,7 @@ async def probe_http(target: str, module: Module, timeout: float, guard: Address
     # failed probe still exports them, with 0 unless the response set them.
     for name, help_text in BLACKBOX_DEFAULT_GAUGES:
         result.set(name, help_text, 0)
-    try:
-        async with asyncio.timeout(timeout):
-            await _run(target, module.http, result, log, guard)
-    except TimeoutError:
-        log.error("Probe timed out timeout_seconds=%.3f", timeout)
-        result.fail("timeout")
-    except ProbeError as error:
-        log.error("Probe failed reason=%s err=%s", error.reason, error)
-        result.fail(error.reason)
-        result.error = str(error)
-    except OSError as error:
-        # A socket error outside the steps that name their own reason.
-        log.error("Probe failed reason=connect err=%s", error)
-        result.fail("connect")
-        result.error = str(error)
+    await run_steps(_run(target, module.http, result, log, guard), timeout, result, log)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
     for phase, seconds in result.phases.items():

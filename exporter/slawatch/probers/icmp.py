@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..config import Module
-from .net import ProbeError, resolve
+from .net import ProbeError, resolve, run_steps
 from .result import AddressGuard, ProbeLog, ProbeResult
 
 logger = logging.getLogger("slawatch.prober.icmp")
@@ -72,23 +72,9 @@ async def probe_icmp(target: str, module: Module, timeout: float, guard: Address
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout):
-            await _ping(target.strip("[]"), module, result, log, guard)
+    if await run_steps(_ping(target.strip("[]"), module, result, log, guard), timeout, result, log):
         result.success = True
         log.info("Found matching reply")
-    except TimeoutError:
-        log.error("Probe timed out timeout_seconds=%.3f", timeout)
-        result.fail("timeout")
-    except ProbeError as error:
-        log.error("Probe failed reason=%s err=%s", error.reason, error)
-        result.fail(error.reason)
-        result.error = str(error)
-    except OSError as error:
-        # A socket error outside the steps that name their own reason.
-        log.error("Probe failed reason=connect err=%s", error)
-        result.fail("connect")
-        result.error = str(error)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
     for phase, seconds in result.phases.items():

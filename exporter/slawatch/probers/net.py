@@ -10,7 +10,9 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 
@@ -31,6 +33,31 @@ class ProbeError(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+async def run_steps(steps: Coroutine[Any, Any, None], timeout: float, result: ProbeResult, log: ProbeLog) -> bool:
+    """Await a prober's steps within `timeout`; return True if they finished, else record why they failed.
+
+    A timeout, a ProbeError and any other socket error become a failed result
+    with a bounded reason, so a misbehaving target never raises out of a prober.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await steps
+        return True
+    except TimeoutError:
+        log.error("Probe timed out timeout_seconds=%.3f", timeout)
+        result.fail("timeout")
+    except ProbeError as error:
+        log.error("Probe failed reason=%s err=%s", error.reason, error)
+        result.fail(error.reason)
+        result.error = str(error)
+    except OSError as error:
+        # A socket error outside the steps that name their own reason.
+        log.error("Probe failed reason=connect err=%s", error)
+        result.fail("connect")
+        result.error = str(error)
+    return False
 
 
 @dataclass

@@ -8,7 +8,7 @@ import re
 import time
 
 from ..config import Module, QueryResponse, split_host_port
-from .net import ProbeError, format_address, resolve, tls_handshake
+from .net import ProbeError, format_address, resolve, run_steps, tls_handshake
 from .result import AddressGuard, ProbeLog, ProbeResult
 
 logger = logging.getLogger("slawatch.prober.tcp")
@@ -23,25 +23,11 @@ async def probe_tcp(target: str, module: Module, timeout: float, guard: AddressG
     result = ProbeResult()
     log = ProbeLog(logger, target)
     started = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout):
-            await _connect(target, module, result, log, guard)
+    if await run_steps(_connect(target, module, result, log, guard), timeout, result, log):
         result.success = True
         log.debug("Successfully dialed")
-    except TimeoutError:
-        log.error("Probe timed out timeout_seconds=%.3f", timeout)
-        result.fail("timeout")
-    except ProbeError as error:
-        if error.reason == "expect":
-            result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 1)
-        log.error("Probe failed reason=%s err=%s", error.reason, error)
-        result.fail(error.reason)
-        result.error = str(error)
-    except OSError as error:
-        # A socket error outside the steps that name their own reason.
-        log.error("Probe failed reason=connect err=%s", error)
-        result.fail("connect")
-        result.error = str(error)
+    if result.reason == "expect":
+        result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 1)
     result.duration = time.monotonic() - started
     result.log_lines = log.lines
     return result
