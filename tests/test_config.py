@@ -36,6 +36,8 @@ BAD_CONFIGS = [
     (["targets", 0, "module"], "icmp", "targets[0].module", "unknown module 'icmp'"),
     (["targets", 0, "url"], "ftp://127.0.0.1/", "targets[0].url", "takes http:// or https://"),
     (["targets", 0, "url"], "http://[::1", "targets[0].url", "is not a valid URL"),
+    (["targets", 0], {"service": "db", "url": "tcp://127.0.0.1:5432", "module": "tcp_connect"},
+     "targets[0].url", "drop the scheme: 127.0.0.1:5432"),
     (["targets", 0, "service"], "my service", "targets[0].service", "not a valid name"),
     (["modules", "http_2xx", "prober"], "smtp", "modules.http_2xx.prober", "must be 'http', 'tcp', 'dns', 'icmp' or 'grpc'"),
     (["modules", "http_2xx", "timeout"], True, "modules.http_2xx.timeout", "invalid duration"),

@@ -93,6 +93,7 @@ BAD_PROBES = [
     ({"target": "ftp://127.0.0.1/", "module": "http_2xx"}, 400, "has scheme 'ftp'"),
     ({"target": "127.0.0.1", "module": "tcp_connect"}, 400, "is not host:port"),
     ({"target": "http://[::1", "module": "http_2xx"}, 400, "is not a valid URL"),
+    ({"target": "tcp://127.0.0.1:22", "module": "tcp_connect"}, 400, "drop the scheme"),
     ({"target": "http://10.20.30.40/", "module": "http_2xx"}, 403, "10.20.30.40 is not in probe.allow"),
 ]
 

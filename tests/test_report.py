@@ -17,11 +17,14 @@ filled through TicketStore.ingest. The truth the checks use:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
 import sys
+import threading
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -457,3 +460,46 @@ def test_nearest_rank():
     assert nearest_rank([5.0], 0.9) == 5.0
     assert nearest_rank([4.0, 1.0, 3.0, 2.0], 0.5) == 2.0
     assert nearest_rank([1.0, 2.0, 3.0, 4.0], 0.9) == 4.0
+
+
+class _EmptyPrometheus(BaseHTTPRequestHandler):
+    """Answer every API query with an empty result, as Prometheus does before any data exists."""
+
+    def do_GET(self):
+        kind = "matrix" if "query_range" in self.path else "vector"
+        body = json.dumps({"status": "success", "data": {"resultType": kind, "result": []}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_report_of_month_without_data(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _EmptyPrometheus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config_path = write_config(tmp_path / "slawatch.yml", {
+        "modules": {"http_2xx": {"prober": "http", "timeout": "2s"}},
+        "targets": [{"service": "shop", "url": "http://127.0.0.1:8080/", "module": "http_2xx"}],
+        "tickets": {"database": str(tmp_path / "tickets.db")},
+        "slos": [{"name": "shop-availability", "service": "shop", "sli": "probe_availability", "objective": 99}],
+    })
+    fill_ticket_store(tmp_path / "tickets.db")
+    try:
+        written = write_report(load_config(config_path), f"http://127.0.0.1:{server.server_port}",
+                               Period.parse("2026-11"), "en", tmp_path / "out")
+    finally:
+        server.shutdown()
+
+    html = next(path for path in written if path.suffix == ".html").read_text(encoding="utf-8")
+    assert "shop" in html
+    assert "100%" not in html.split("shop", 1)[1].split("</tr>", 1)[0]
+
+
+def test_prometheus_url_without_scheme_is_an_error(month, tmp_path):
+    config, _, _ = month
+    with pytest.raises(ReportError, match="has no http:// or https:// scheme"):
+        write_report(config, "127.0.0.1:9090", Period.parse("2026-11"), "en", tmp_path)

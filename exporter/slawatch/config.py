@@ -1111,8 +1111,10 @@ def check_target(url: str, prober: str) -> str | None:
         return None
 
     host, port = split_host_port(url)
-    if not host or port is None:
-        return f"{url!r} is not host:port: the {prober} prober takes targets like example.com:443 or [::1]:22"
+    if not host or port is None or any(c in host for c in "/ @"):
+        hint = f" (drop the scheme: {url.split('://', 1)[1]})" if "://" in url else ""
+        return (f"{url!r} is not host:port{hint}: the {prober} prober takes targets like example.com:443 "
+                "or [::1]:22")
     return None
 
 

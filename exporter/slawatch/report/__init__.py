@@ -35,7 +35,7 @@ def write_report(config: Config, prometheus_url: str, period: Period, locale: st
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     charts = render_charts(report, queries.daily_availability(prometheus, period), directory)
-    paths = [directory / name for name in charts.values()]
+    paths = [directory / name for name in charts.values() if name]
     for suffix, template in (("html", "report.html.j2"), ("md", "report.md.j2")):
         path = directory / f"report-{period.label}.{suffix}"
         path.write_text(render(report, locale, prometheus_url, charts, template), encoding="utf-8")

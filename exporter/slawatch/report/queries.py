@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import logging
 import math
 import sqlite3
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import requests
 
 from .. import names
 from ..tickets.lifecycle import REMOVED as REMOVED_TOTAL
+
+logger = logging.getLogger("slawatch.report")
 from ..durations import format_le
 
 HOUR = 3600.0
@@ -77,6 +80,9 @@ class Prometheus:
     """A small client of the Prometheus HTTP API (/api/v1/query and /api/v1/query_range)."""
 
     def __init__(self, url: str, timeout: float = 60.0):
+        if not url.startswith(("http://", "https://")):
+            raise ReportError(f"--prometheus {url!r} has no http:// or https:// scheme: use a URL such as "
+                              "http://127.0.0.1:9090")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
@@ -84,9 +90,13 @@ class Prometheus:
     def _get(self, path: str, params: dict) -> dict:
         try:
             response = self.session.get(f"{self.url}{path}", params=params, timeout=self.timeout)
+        except requests.ConnectionError as error:
+            logger.debug("Prometheus request failed url=%s err=%s", self.url, error)
+            raise ReportError(f"Prometheus at {self.url} is not reachable: check --prometheus and that "
+                              "Prometheus is running") from None
         except requests.RequestException as error:
-            raise ReportError(f"Prometheus at {self.url} is not reachable: {error}. "
-                              "Check --prometheus.url") from None
+            raise ReportError(f"Prometheus request to {self.url} failed: {error}: check --prometheus, "
+                              "for example http://127.0.0.1:9090") from None
         try:
             body = response.json()
         except ValueError:
@@ -251,10 +261,6 @@ def business_share_within(prometheus: Prometheus, period: Period) -> dict[str, f
 
 
 # --- tickets ------------------------------------------------------------------------
-
-
-# Counter of merged, deleted and spam tickets in the ticket store.
-REMOVED_TOTAL = "slawatch_tickets_removed_total"
 
 
 @dataclass

@@ -148,7 +148,8 @@ def render_charts(report: Report, daily: dict[str, list[tuple[float, float]]], d
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    charts = {}
+    # Every key exists, so the templates can test a chart that had no data to draw.
+    charts: dict[str, str | None] = {"availability": None, "daily": None, "latency": None}
     measured = [summary for summary in report.services if summary.measured]
     objectives = {slo.service: slo.objective for slo in report.slos if slo.sli == "probe_availability"}
 
