@@ -147,3 +147,26 @@ def test_format_helpers():
     assert format_duration(86400 * 3) == "3d"
     assert format_le(1) == "1.0"
     assert format_le(3600) == "3600.0"
+
+
+SOURCE_PROBLEMS = [
+    # (source config, expected message)
+    ({"rt": {"url": "http://127.0.0.1:1", "token_file": "t", "status_map": {"stalled": "frozen"}}},
+     "tickets.sources.rt.status_map.stalled: unknown status 'frozen'"),
+    ({"rt": {"url": "http://127.0.0.1:1", "token_file": "t", "channel": "fax"}},
+     "tickets.sources.rt.channel: unknown channel 'fax'"),
+    ({"jira": {"url": "http://127.0.0.1:1", "user": "a@example.org", "token_file": "t", "default_priority": "p9"}},
+     "tickets.sources.jira.default_priority: unknown priority 'p9'"),
+    ({"zammad": {"url": "http://127.0.0.1:1", "token_file": "t", "default_channel": "fax"}},
+     "tickets.sources.zammad.default_channel: unknown channel 'fax'"),
+    ({"zammad": {"url": "http://127.0.0.1:1", "token_file": "t", "priority_map": {"3 high": "p0"}}},
+     "tickets.sources.zammad.priority_map.3 high: unknown priority 'p0'"),
+]
+
+
+@pytest.mark.parametrize(("sources", "message"), SOURCE_PROBLEMS)
+def test_ticket_source_mapping_rejected(sources, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"tickets": {"sources": sources}})
+
+    assert message in str(caught.value)

@@ -1019,55 +1019,40 @@ def _ticket_checks(tickets: TicketsConfig) -> list[str]:
         for priority in sla.priorities:
             if priority not in tickets.priorities:
                 problems.append(f"{path}.priorities: unknown priority {priority!r}: use one of {tickets.priorities}")
-    allowed = ["new", "open", "pending", "on_hold", "solved", "closed", "removed:merged", "removed:deleted",
-               "removed:spam"]
-    rt = tickets.sources.rt
-    if rt is not None:
-        for rt_status, status in rt.status_map.items():
-            if status not in allowed:
-                problems.append(f"tickets.sources.rt.status_map.{rt_status}: unknown status {status!r}: "
-                                f"use one of {allowed}")
-        for number, priority in rt.priority_map.items():
-            if priority not in tickets.priorities:
-                problems.append(f"tickets.sources.rt.priority_map.{number}: unknown priority {priority!r}: "
-                                f"use one of {tickets.priorities}")
-        if rt.channel not in tickets.channels:
-            problems.append(f"tickets.sources.rt.channel: unknown channel {rt.channel!r}: use one of {tickets.channels}")
-    jira = tickets.sources.jira
-    if jira is not None:
-        for name, status in jira.status_map.items():
-            if status not in allowed:
-                problems.append(f"tickets.sources.jira.status_map.{name}: unknown status {status!r}: use one of {allowed}")
-        for name, priority in jira.priority_map.items():
-            if priority not in tickets.priorities:
-                problems.append(f"tickets.sources.jira.priority_map.{name}: unknown priority {priority!r}: "
-                                f"use one of {tickets.priorities}")
-        if jira.default_priority not in tickets.priorities:
-            problems.append(f"tickets.sources.jira.default_priority: unknown priority {jira.default_priority!r}: "
-                            f"use one of {tickets.priorities}")
-        if jira.channel not in tickets.channels:
-            problems.append(f"tickets.sources.jira.channel: unknown channel {jira.channel!r}: "
-                            f"use one of {tickets.channels}")
-    zammad = tickets.sources.zammad
-    if zammad is not None:
-        for name, status in zammad.status_map.items():
-            if status not in allowed:
-                problems.append(f"tickets.sources.zammad.status_map.{name}: unknown status {status!r}: "
-                                f"use one of {allowed}")
-        for name, priority in zammad.priority_map.items():
-            if priority not in tickets.priorities:
-                problems.append(f"tickets.sources.zammad.priority_map.{name}: unknown priority {priority!r}: "
-                                f"use one of {tickets.priorities}")
-        for name, channel in [*zammad.channel_map.items(), ("default_channel", zammad.default_channel)]:
-            if channel not in tickets.channels:
-                key = "default_channel" if name == "default_channel" else f"channel_map.{name}"
-                problems.append(f"tickets.sources.zammad.{key}: unknown channel {channel!r}: "
-                                f"use one of {tickets.channels}")
-        if zammad.default_priority not in tickets.priorities:
-            problems.append(f"tickets.sources.zammad.default_priority: unknown priority {zammad.default_priority!r}: "
-                            f"use one of {tickets.priorities}")
+    for name in ("rt", "jira", "zammad"):
+        source = getattr(tickets.sources, name)
+        if source is not None:
+            problems.extend(_source_checks(f"tickets.sources.{name}", source, tickets))
     if tickets.webhook.secret_file and tickets.webhook.secret_env:
         problems.append("tickets.webhook: both secret_file and secret_env are set: keep one")
+    return problems
+
+
+# Ticket statuses that a helpdesk source's status_map may map to.
+SOURCE_STATUSES = ["new", "open", "pending", "on_hold", "solved", "closed", "removed:merged", "removed:deleted",
+                   "removed:spam"]
+
+
+def _source_checks(path: str, source: BaseModel, tickets: TicketsConfig) -> list[str]:
+    """Return problems in one helpdesk source's status, priority and channel mappings."""
+    problems = []
+    for key, status in source.status_map.items():
+        if status not in SOURCE_STATUSES:
+            problems.append(f"{path}.status_map.{key}: unknown status {status!r}: use one of {SOURCE_STATUSES}")
+    for key, priority in source.priority_map.items():
+        if priority not in tickets.priorities:
+            problems.append(f"{path}.priority_map.{key}: unknown priority {priority!r}: "
+                            f"use one of {tickets.priorities}")
+    default_priority = getattr(source, "default_priority", None)
+    if default_priority is not None and default_priority not in tickets.priorities:
+        problems.append(f"{path}.default_priority: unknown priority {default_priority!r}: "
+                        f"use one of {tickets.priorities}")
+
+    channels = {"channel": getattr(source, "channel", None), "default_channel": getattr(source, "default_channel", None)}
+    channels.update({f"channel_map.{key}": value for key, value in getattr(source, "channel_map", {}).items()})
+    for key, channel in channels.items():
+        if channel is not None and channel not in tickets.channels:
+            problems.append(f"{path}.{key}: unknown channel {channel!r}: use one of {tickets.channels}")
     return problems
 
 
