@@ -357,7 +357,7 @@ async def _proxy_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWri
 
 
 # Decompressed output is produced in pieces of at most this size, so a
-# compression bomb never holds more than one piece in memory.
+# compression bomb never keeps more than one piece in memory.
 INFLATE_PIECE = 1024 * 1024
 
 
