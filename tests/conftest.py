@@ -31,7 +31,7 @@ def require_binary(*names: str) -> str:
 
 
 def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
-    """Wait until `url` answers 200; fail with the last error after `timeout` seconds."""
+    """Wait until `url` returns 200; fail with the last error after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:

@@ -517,7 +517,7 @@ def alertmanager(request, tmp_path_factory) -> Iterator[AlertmanagerRun]:
     # newline would become part of the password.
     secret_file.write_text(SMTP_PASSWORD, encoding="utf-8")
 
-    # Switch the language the way docs/alerting.md tells users to.
+    # Switch the language as docs/alerting.md describes.
     text = AM_CONFIG.read_text(encoding="utf-8").replace("slawatch.en.", f"slawatch.{locale}.")
     config = yaml.safe_load(text)
     use_local_sinks(config, http, smtp, secret_file, locale)

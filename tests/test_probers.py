@@ -177,7 +177,8 @@ async def test_https_prober_records_tls(aiohttp_server, certificate_authority, t
     assert gauge(result, "probe_ssl_earliest_cert_expiry") <= expiry
     assert result.cert_expiry == gauge(result, "probe_ssl_earliest_cert_expiry")
     versions = {dict(k)["version"] for k in result.gauges["probe_tls_version_info"].samples}
-    assert versions <= {"TLS 1.2", "TLS 1.3"} and versions
+    assert versions
+    assert versions <= {"TLS 1.2", "TLS 1.3"}
 
 
 async def test_https_prober_rejects_untrusted_cert(aiohttp_server, certificate_authority):

@@ -339,7 +339,7 @@ def test_calendar_additive_and_bounded(a, b, c):
 @settings(max_examples=100, deadline=None)
 @given(moments, st.integers(min_value=0, max_value=10))
 def test_calendar_full_weeks(start, weeks):
-    # Any 7-day span without holidays holds exactly five 9-hour days.
+    # Any 7-day span without holidays contains exactly five 9-hour days.
     calendar = office()
 
     assert calendar.business_seconds(start, start + weeks * 7 * 86400) == pytest.approx(weeks * 45 * 3600)

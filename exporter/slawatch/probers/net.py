@@ -38,8 +38,9 @@ class ProbeError(Exception):
 async def run_steps(steps: Coroutine[Any, Any, None], timeout: float, result: ProbeResult, log: ProbeLog) -> bool:
     """Await a prober's steps within `timeout`; return True if they finished, else record why they failed.
 
-    A timeout, a ProbeError and any other socket error become a failed result
-    with a bounded reason, so a misbehaving target never raises out of a prober.
+    A timeout, a ProbeError and an OSError become a failed result with a
+    bounded reason. Any other exception is a bug and propagates; the scheduler
+    logs it and counts the probe as failed with reason "internal".
     """
     try:
         async with asyncio.timeout(timeout):

@@ -29,10 +29,10 @@ class Gauge:
 
 
 class ProbeLog(logging.LoggerAdapter):
-    """A per-probe logger: it keeps every line with its level for `?debug=true`.
+    """A per-probe logger that keeps every line with its level for `?debug=true`.
 
     The lines reach the process log at DEBUG only, so a target that stays down
-    does not fill the log; the scheduler logs when a target's state changes.
+    does not fill the log. The scheduler logs when a target's state changes.
     """
 
     def __init__(self, logger: logging.Logger, target: str):
