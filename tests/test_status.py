@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -365,6 +365,26 @@ def test_view_matches_data(tmp_path: Path):
     incident = next(i for i in document["incidents"] if i["kind"] == "incident")
     assert incident["status"] == "ongoing"
     assert incident["title"] == "Service disruption"
+
+
+def test_uptime_text_names_the_measured_days(tmp_path: Path):
+    services = {s["id"]: s for s in StatusView(populated_tracker(tmp_path), "en").build(NOON)["services"]}
+    # web has data on 2026-11-30 and today; api only today.
+    assert services["web"]["uptime_text"].endswith("uptime over 2 days with measurements (of the last 90)")
+    assert services["api"]["uptime_text"] == "0% uptime over 1 day with measurements (of the last 90)"
+    chinese = {s["id"]: s for s in StatusView(populated_tracker(tmp_path / "zh"), "zh-CN").build(NOON)["services"]}
+    assert chinese["api"]["uptime_text"] == "最近 90 天中有测量数据的 1 天可用率 0%"
+
+
+def test_uptime_text_over_full_history(tmp_path: Path):
+    tracker = tracker_for(tmp_path, services={"web": {}})
+    tracker.observe(target(tracker, "web"), ok(0.1), NOON)
+    tracker.store.add_days({("web", day.isoformat()): DayTotals(probes=100, failures=0, latency_sum=10,
+                                                                latency_count=100)
+                            for day in (date(2026, 12, 3) - timedelta(days=n) for n in range(89))})
+    service = StatusView(tracker, "en").build(NOON)["services"][0]
+    assert service["uptime_text"] == "100% uptime over the last 90 days"
+    assert StatusView(tracker, "zh-CN").build(NOON)["services"][0]["uptime_text"] == "最近 90 天可用率 100%"
 
 
 def test_view_in_chinese(tmp_path: Path):

@@ -33,6 +33,11 @@ TEXT = Catalog({
     "overall.no_data": {"en": "No current data", "zh-CN": "暂无当前数据"},
     "uptime": {"en": "{percent} uptime over the last {days} days", "zh-CN": "最近 {days} 天可用率 {percent}"},
     "uptime.none": {"en": "No measurements in the last {days} days", "zh-CN": "最近 {days} 天无测量数据"},
+    # Fewer days with data than the page covers: the percentage is over the measured days only.
+    "uptime.partial": {"en": "{percent} uptime over {measured} days with measurements (of the last {days})",
+                       "zh-CN": "最近 {days} 天中有测量数据的 {measured} 天可用率 {percent}"},
+    "uptime.partial.one": {"en": "{percent} uptime over 1 day with measurements (of the last {days})",
+                           "zh-CN": "最近 {days} 天中有测量数据的 1 天可用率 {percent}"},
     "response_time": {"en": "Response time: {value} now, {average} average over {days} days",
                       "zh-CN": "响应时间：当前 {value}，{days} 天平均 {average}"},
     "response_time.average": {"en": "Response time: {average} average over {days} days",
@@ -206,14 +211,22 @@ class StatusView:
             "state": status.state,
             "state_text": self.text(f"state.{status.state}"),
             "availability": availability,
-            "uptime_text": (self.text("uptime", percent=_percent(availability), days=days)
-                            if availability is not None else self.text("uptime.none", days=days)),
+            "uptime_text": self._uptime_text(availability, sum(1 for item in day_items if item["availability"]
+                                                                is not None), days),
             "response_time_ms": None if status.recent_latency is None else round(status.recent_latency * 1000, 1),
             "average_response_time_ms": None if average is None else round(average * 1000, 1),
             "response_text": self._response_text(status.recent_latency, average, days),
             "recent": {"probes": status.recent_probes, "failures": status.recent_failures},
             "days": day_items,
         }
+
+    def _uptime_text(self, availability: float | None, measured: int, days: int) -> str:
+        if availability is None:
+            return self.text("uptime.none", days=days)
+        if measured >= days:
+            return self.text("uptime", percent=_percent(availability), days=days)
+        key = "uptime.partial.one" if measured == 1 else "uptime.partial"
+        return self.text(key, percent=_percent(availability), measured=measured, days=days)
 
     def _response_text(self, recent: float | None, average: float | None, days: int) -> str:
         if average is None:
