@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,7 @@ BAD_EVENTS = [
     (created("x", "T", channel="fax"), "channel", "unknown value 'fax'"),
     (created("x", "T", priority="p9"), "priority", "unknown value 'p9'"),
     ({**created("x", "T"), "time": "2025-03-03T10:00:00"}, "time", "has no time zone"),
+    ({**created("x", "T"), "time": "2099-03-03T10:00:00+08:00"}, "time", "is in the future"),
     ({**created("x", "T"), "source": "has space"}, "source", "invalid value"),
     ({"id": "x", "type": "ticket.replied", "ticket_id": "T", "time": "2025-03-03T10:00:00Z", "author": "agent",
       "visibility": "secret"}, "visibility", "unknown value 'secret'"),
@@ -140,6 +142,22 @@ async def test_webhook_bad_event_changes_nothing(make_client, bad, field, messag
     unchanged = lambda text: {k: v for k, v in samples(text).items()  # noqa: E731
                               if not k[0].startswith(("slawatch_ticket_source", "slawatch_ticket_oldest"))}
     assert unchanged(after) == unchanged(before)
+
+
+async def test_webhook_future_bound_allows_clock_skew(make_client):
+    client, exporter = await make_client()
+    soon = datetime.fromtimestamp(time.time() + 60, timezone.utc).isoformat()
+    later = datetime.fromtimestamp(time.time() + 3600, timezone.utc).isoformat()
+
+    accepted = await client.post("/api/v1/ticket-events", json={**created("e1", "T1"), "time": soon})
+    refused = await client.post("/api/v1/ticket-events", json=[{**created("e2", "T2"), "time": later}])
+
+    assert accepted.status == 200
+    assert refused.status == 400
+    body = await refused.json()
+    assert body["field"] == "[0].time"
+    assert "tickets.webhook.max_future" in body["error"]
+    assert await stored_events(exporter) == 1
 
 
 async def test_webhook_source_metrics(make_client):

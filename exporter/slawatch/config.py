@@ -457,6 +457,8 @@ class TicketWebhook(StrictModel):
     secret_file: str | None = None
     secret_env: str | None = None
     max_age: Duration = 300.0
+    # Events dated more than this after the receiver's clock are refused (a wrong clock or zone offset).
+    max_future: Duration = 300.0
     # Signing secret of a Zendesk webhook that posts to /api/v1/ticket-events/zendesk.
     zendesk_secret_file: str | None = None
 

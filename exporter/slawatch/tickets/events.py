@@ -65,8 +65,13 @@ class TicketEvent:
     merged_into: str | None = None
 
 
-def parse_event(data: Any, channels: list[str], priorities: list[str], prefix: str = "") -> TicketEvent:
-    """Validate one event object; raise EventError naming the field and the fix."""
+def parse_event(data: Any, channels: list[str], priorities: list[str], prefix: str = "",
+                latest: float | None = None) -> TicketEvent:
+    """Validate one event object; raise EventError naming the field and the fix.
+
+    `latest` is the latest accepted event time (Unix seconds): a webhook passes its clock plus the
+    allowed skew, so an event dated in the future is refused instead of skewing the latencies.
+    """
     if not isinstance(data, dict):
         raise EventError(prefix.rstrip(".") or "(body)", "expected a JSON object with id, type, ticket_id and time")
 
@@ -80,6 +85,11 @@ def parse_event(data: Any, channels: list[str], priorities: list[str], prefix: s
         raise EventError(f"{prefix}type", f"unknown event type {event_type!r}: use one of {list(EVENT_TYPES)}")
     ticket_id = _required_string(data, "ticket_id", prefix)
     timestamp = _parse_time(data.get("time"), f"{prefix}time")
+    if latest is not None and timestamp > latest:
+        raise EventError(f"{prefix}time", f"{data['time']!r} is in the future, after "
+                         f"{datetime.fromtimestamp(latest, timezone.utc).isoformat(timespec='seconds')} (the "
+                         "receiver's clock plus tickets.webhook.max_future): send the time the event happened, "
+                         "with its zone offset, and check the sender's clock")
 
     fields: dict[str, Any] = {}
     if "source" in data:

@@ -427,6 +427,7 @@ async def _ingest_ticket_events(exporter: Exporter, raw: bytes, source: str) -> 
         return _json_error(413, prefix or "(body)", f"{len(items)} events in one request: send at most {MAX_EVENT_BATCH}")
 
     config = exporter.config.tickets
+    latest = time.time() + config.webhook.max_future
     events = []
     try:
         for index, item in enumerate(items):
@@ -436,7 +437,7 @@ async def _ingest_ticket_events(exporter: Exporter, raw: bytes, source: str) -> 
                 item_prefix = f"{prefix}[{index}]."
             else:
                 item_prefix = f"[{index}]."
-            event = parse_event(item, config.channels, config.priorities, item_prefix)
+            event = parse_event(item, config.channels, config.priorities, item_prefix, latest)
             # Events from a named route count under that source unless they name one themselves.
             events.append(event if event.source or source == "webhook" else dataclasses.replace(event, source=source))
     except EventError as error:
