@@ -161,6 +161,8 @@ SOURCE_PROBLEMS = [
      "tickets.sources.zammad.default_channel: unknown channel 'fax'"),
     ({"zammad": {"url": "http://127.0.0.1:1", "token_file": "t", "priority_map": {"3 high": "p0"}}},
      "tickets.sources.zammad.priority_map.3 high: unknown priority 'p0'"),
+    ({"zendesk": {"url": "http://127.0.0.1:1", "oauth_token_file": "t", "channel_map": {"web": "fax"}}},
+     "tickets.sources.zendesk.channel_map.web: unknown channel 'fax'"),
 ]
 
 

@@ -533,10 +533,57 @@ class ZammadSource(StrictModel):
     default_channel: LabelName = "email"
 
 
+class ZendeskSource(StrictModel):
+    """A Zendesk Support account polled through the cursor-based incremental ticket export."""
+
+    url: str = Field(description="account URL, for example https://example.zendesk.com (the API is under /api/v2/)")
+    email: str | None = Field(default=None, description="email address of the agent who owns the API token")
+    token_file: str | None = Field(default=None, description="file with a Zendesk API token, sent as {email}/token")
+    oauth_token_file: str | None = Field(default=None, description="file with an OAuth access token (Bearer)")
+    interval: Duration = 60.0
+    # Zendesk documents per_page on the incremental exports as at most 1,000 (its default).
+    page_size: int = Field(default=100, ge=1, le=1000)
+    max_pages: int = Field(default=10, ge=1)
+    start: datetime | None = Field(default=None, description="start_time of the first export when no cursor is stored")
+    bot_users: list[int] = Field(default_factory=list, description="Zendesk user ids whose comments are author bot")
+    # Zendesk's ticket statuses, and "deleted" for a deleted ticket in the incremental export.
+    status_map: dict[str, str] = Field(default_factory=lambda: {
+        "new": "new", "open": "open", "pending": "pending", "hold": "on_hold", "solved": "solved",
+        "closed": "closed", "deleted": "removed:deleted"})
+    priority_map: dict[str, LabelName] = Field(default_factory=lambda: {
+        "low": "low", "normal": "normal", "high": "high", "urgent": "urgent"})
+    default_priority: LabelName = "normal"
+    # Via channel of the ticket (a via type, or a via id written as a string) -> channel label.
+    channel_map: dict[str, LabelName] = Field(default_factory=lambda: {
+        "mail": "email", "email": "email", "web": "email", "web_form": "email", "chat": "chat",
+        "native_messaging": "chat", "voice": "phone"})
+    default_channel: LabelName = "email"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError(f"{value!r} is not an http(s) URL without a query: use the account URL, "
+                             "for example https://example.zendesk.com")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "ZendeskSource":
+        if (self.token_file is not None) == (self.oauth_token_file is not None):
+            raise ValueError("set exactly one of token_file (with email) or oauth_token_file")
+        if self.token_file is not None and not self.email:
+            raise ValueError("token_file needs email: the email address of the agent who owns the API token")
+        if self.oauth_token_file is not None and self.email:
+            raise ValueError("email is used only with token_file: remove it, because an OAuth token identifies its user")
+        return self
+
+
 class TicketSources(StrictModel):
     rt: RTSource | None = None
     jira: JiraSource | None = None
     zammad: ZammadSource | None = None
+    zendesk: ZendeskSource | None = None
 
 
 class TicketsConfig(StrictModel):
@@ -1021,7 +1068,7 @@ def _ticket_checks(tickets: TicketsConfig) -> list[str]:
         for priority in sla.priorities:
             if priority not in tickets.priorities:
                 problems.append(f"{path}.priorities: unknown priority {priority!r}: use one of {tickets.priorities}")
-    for name in ("rt", "jira", "zammad"):
+    for name in ("rt", "jira", "zammad", "zendesk"):
         source = getattr(tickets.sources, name)
         if source is not None:
             problems.extend(_source_checks(f"tickets.sources.{name}", source, tickets))

@@ -122,6 +122,11 @@ class Exporter:
 
             poller = ZammadPoller(self.config.tickets, self.store, self.ticket_sources)
             self.ticket_pollers.append(asyncio.create_task(poller.run()))
+        if self.config.tickets.sources.zendesk is not None:
+            from ..tickets.sources.zendesk import ZendeskPoller
+
+            poller = ZendeskPoller(self.config.tickets, self.store, self.ticket_sources)
+            self.ticket_pollers.append(asyncio.create_task(poller.run()))
 
     async def stop(self) -> None:
         if self.scheduler is not None:
