@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,22 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+try:
+    import uvloop
+except ImportError:  # uvloop has no Windows build
+    uvloop = None
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """Run async tests marked `both_loops` on the default asyncio loop and on uvloop, the rest on asyncio only.
+
+    `slawatch serve` runs on uvloop when it is installed, so the probers and
+    the /probe route are tested on both loops. pytest-asyncio 1.4 added this hook.
+    """
+    if item.get_closest_marker("both_loops") and uvloop is not None:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def free_port() -> int:

@@ -19,6 +19,8 @@ from slawatch.web import Exporter, create_app
 
 from conftest import minimal_config, write_config
 
+pytestmark = pytest.mark.both_loops
+
 
 def http_module(**options) -> Module:
     return Module.model_validate({"prober": "http", "timeout": "3s", "http": options})

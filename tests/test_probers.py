@@ -17,6 +17,8 @@ from slawatch.probers import probe_http, probe_tcp
 
 from conftest import free_port
 
+pytestmark = pytest.mark.both_loops
+
 
 def http_module(**options) -> Module:
     return Module.model_validate({"prober": "http", "timeout": "3s", "http": options})
