@@ -64,6 +64,20 @@ def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None 
     raise AssertionError(f"{url} not ready after {timeout}s: {last}")
 
 
+def icmp_allowed(family: int = socket.AF_INET) -> bool:
+    """Return whether this process may open a datagram or raw ICMP socket of `family`."""
+    protocol = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_RAW):
+        try:
+            socket.socket(family, kind, protocol).close()
+            return True
+        except PermissionError:
+            continue
+        except OSError:
+            return False  # no IPv6 on this host
+    return False
+
+
 def write_config(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

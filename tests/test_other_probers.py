@@ -17,6 +17,8 @@ from slawatch.config import ConfigError, Module, parse_config
 from slawatch.probers import probe_dns, probe_grpc, probe_icmp
 from slawatch.probers import icmp as icmp_module
 
+from conftest import icmp_allowed
+
 pytestmark = pytest.mark.both_loops
 
 
@@ -162,19 +164,6 @@ def test_dns_config_errors():
 
 
 # --- icmp -------------------------------------------------------------------------
-
-
-def icmp_allowed(family: int = socket.AF_INET) -> bool:
-    protocol = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_RAW):
-        try:
-            socket.socket(family, kind, protocol).close()
-            return True
-        except PermissionError:
-            continue
-        except OSError:
-            return False  # no IPv6 on this host
-    return False
 
 
 @pytest.mark.parametrize("host, protocol", [("127.0.0.1", "ip4"), ("::1", "ip6")])
