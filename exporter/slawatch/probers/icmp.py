@@ -76,7 +76,7 @@ async def probe_icmp(target: str, module: Module, timeout: float, guard: Address
         result.success = True
         log.info("Found matching reply")
     result.duration = time.monotonic() - started
-    result.log_lines = log.lines
+    result.probe_log = log
     for phase, seconds in result.phases.items():
         result.set("probe_icmp_duration_seconds", PHASE_HELP, seconds, phase=phase)
     return result
