@@ -62,10 +62,17 @@ class DNSServer:
                 delay = server.late_seconds if b"\x04late" in data else 0
                 loop.call_later(delay, self.transport.sendto, server.answer(data), addr)
 
-        self.udp_transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
-        self.port = self.udp_transport.get_extra_info("sockname")[1]
-        self.tcp_server = await asyncio.start_server(self._tcp, "127.0.0.1", self.port)
-        return self
+        # The UDP port the kernel picks may be in use for TCP, for example by an
+        # outgoing connection of another process, so a few ports are tried.
+        for _ in range(20):
+            self.udp_transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
+            self.port = self.udp_transport.get_extra_info("sockname")[1]
+            try:
+                self.tcp_server = await asyncio.start_server(self._tcp, "127.0.0.1", self.port)
+                return self
+            except OSError:
+                self.udp_transport.close()
+        raise AssertionError("no port on 127.0.0.1 was free for both UDP and TCP after 20 tries")
 
     async def _tcp(self, reader, writer):
         try:
