@@ -123,11 +123,9 @@ def measure(name: str, pid: int, url: str, args) -> dict:
 
 
 def slawatch_command(config: Path, port: int, use_uvloop: bool) -> list[str]:
-    code = ("import sys, asyncio\n"
-            + ("import uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n" if use_uvloop else "")
-            + "from slawatch.cli import main; sys.exit(main(sys.argv[1:]))")
-    return ["taskset", "-c", EXPORTER_CPU, sys.executable, "-c", code, "serve", f"--config.file={config}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    return ["taskset", "-c", EXPORTER_CPU, sys.executable, "-m", "slawatch", "serve", f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+            f"--event-loop={'uvloop' if use_uvloop else 'asyncio'}"]
 
 
 def probe_benchmark(workdir: Path, nginx_port: int, args) -> list[dict]:
@@ -226,7 +224,8 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=15, help="scheduled-mode interval in seconds")
     parser.add_argument("--scheduled-duration", type=int, default=60, help="scheduled-mode window in seconds")
     parser.add_argument("--max-concurrent", type=int, default=256, help="global.max_concurrent_probes")
-    parser.add_argument("--uvloop", action="store_true", help="run slawatch on uvloop")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="run slawatch on uvloop (default: asyncio's default loop, as in the recorded runs)")
     parser.add_argument("--skip-scheduled", action="store_true")
     args = parser.parse_args()
     for binary in ("nginx", "wrk", "taskset", "prometheus-blackbox-exporter"):

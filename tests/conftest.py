@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,22 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+try:
+    import uvloop
+except ImportError:  # uvloop has no Windows build
+    uvloop = None
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """Run async tests marked `both_loops` on the default asyncio loop and on uvloop, the rest on asyncio only.
+
+    `slawatch serve` runs on uvloop when it is installed, so the probers and
+    the /probe route are tested on both loops. pytest-asyncio 1.4 added this hook.
+    """
+    if item.get_closest_marker("both_loops") and uvloop is not None:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def free_port() -> int:
@@ -45,6 +62,20 @@ def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None 
             last = str(error)
         time.sleep(0.2)
     raise AssertionError(f"{url} not ready after {timeout}s: {last}")
+
+
+def icmp_allowed(family: int = socket.AF_INET) -> bool:
+    """Return whether this process may open a datagram or raw ICMP socket of `family`."""
+    protocol = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_RAW):
+        try:
+            socket.socket(family, kind, protocol).close()
+            return True
+        except PermissionError:
+            continue
+        except OSError:
+            return False  # no IPv6 on this host
+    return False
 
 
 def write_config(path: Path, data: dict) -> Path:

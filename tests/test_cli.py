@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 import trustme
 import yaml
 
-from conftest import REPO, free_port, minimal_config, wait_http, write_config
+from conftest import REPO, free_port, icmp_allowed, minimal_config, wait_http, write_config
 
 SLAWATCH = [sys.executable, "-m", "slawatch"]
 
@@ -220,3 +221,75 @@ def test_serve_logs_are_logfmt_and_json(tmp_path: Path, stop_processes):
         record = json_module.loads(line)
         assert record["level"] in ("debug", "info", "warning", "error")
     assert any("listening on http://127.0.0.1" in json_module.loads(line)["msg"] for line in lines["json"])
+
+
+def probe_success_line(port: int, target: str, module: str) -> str:
+    query = urllib.parse.urlencode({"target": target, "module": module})
+    body = scrape(f"http://127.0.0.1:{port}/probe?{query}")
+    return next(line for line in body.splitlines() if line.startswith("probe_success"))
+
+
+@pytest.mark.parametrize("flag, loop_name", [(None, "uvloop"), ("--event-loop=uvloop", "uvloop"),
+                                             ("--event-loop=asyncio", "asyncio")])
+def test_serve_probes_on_each_loop(tmp_path: Path, stop_processes, flag, loop_name):
+    pytest.importorskip("uvloop")
+    data = minimal_config(tmp_path)
+    data["modules"]["icmp"] = {"prober": "icmp", "timeout": "2s", "icmp": {"preferred_ip_protocol": "ip4"}}
+    config = write_config(tmp_path / "slawatch.yml", data)
+    port = free_port()
+    args = [f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"] + ([flag] if flag else [])
+    process, log = start_serve(stop_processes, *args, cwd=tmp_path)
+    wait_http(f"http://127.0.0.1:{port}/-/healthy", process=process)
+
+    http = probe_success_line(port, f"http://127.0.0.1:{port}/-/healthy", "http_2xx")
+    icmp = probe_success_line(port, "127.0.0.1", "icmp") if icmp_allowed() else None
+    process.terminate()
+    process.wait(timeout=10)
+
+    assert f"Running on the {loop_name}" in log.read_text()
+    assert http == "probe_success 1.0"
+    if icmp is not None:
+        assert icmp == "probe_success 1.0", log.read_text()
+
+
+# Runs slawatch in a Python where `import uvloop` raises ImportError, as on a host without uvloop.
+WITHOUT_UVLOOP = [sys.executable, "-c", "import sys; sys.modules['uvloop'] = None; from slawatch.cli import main; "
+                                        "sys.exit(main(sys.argv[1:]))"]
+
+
+def test_serve_uvloop_required_but_missing(tmp_path: Path):
+    config = write_config(tmp_path / "slawatch.yml", minimal_config(tmp_path))
+
+    completed = subprocess.run([*WITHOUT_UVLOOP, "serve", f"--config.file={config}", "--event-loop=uvloop",
+                                f"--web.listen-address=127.0.0.1:{free_port()}"], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=60)
+
+    assert completed.returncode == 2
+    assert "--event-loop=uvloop requires the uvloop package" in completed.stderr
+    assert "pip install uvloop" in completed.stderr
+
+
+def test_serve_auto_falls_back_to_asyncio(tmp_path: Path, stop_processes):
+    config = write_config(tmp_path / "slawatch.yml", minimal_config(tmp_path))
+    port = free_port()
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen([*WITHOUT_UVLOOP, "serve", f"--config.file={config}",
+                                f"--web.listen-address=127.0.0.1:{port}"], cwd=tmp_path, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
+    stop_processes.append(process)
+    wait_http(f"http://127.0.0.1:{port}/-/healthy", process=process)
+    http = probe_success_line(port, f"http://127.0.0.1:{port}/-/healthy", "http_2xx")
+    process.terminate()
+    process.wait(timeout=10)
+
+    assert "uvloop is not installed" in log.read_text()
+    assert "Running on the asyncio event loop" in log.read_text()
+    assert http == "probe_success 1.0"
+
+
+def test_serve_rejects_unknown_event_loop(tmp_path: Path):
+    completed = run("serve", "--event-loop=trio", cwd=tmp_path)
+
+    assert completed.returncode == 2
+    assert "invalid choice: 'trio'" in completed.stderr
+    assert "'auto', 'uvloop', 'asyncio'" in completed.stderr

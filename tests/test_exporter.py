@@ -18,6 +18,8 @@ from slawatch.web.guard import ProbeGuard
 
 from conftest import free_port, minimal_config, write_config
 
+pytestmark = pytest.mark.both_loops
+
 
 def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
     samples = {}

@@ -25,6 +25,8 @@ from cryptography.x509.oid import NameOID
 from slawatch.config import Module
 from slawatch.probers import probe_http, probe_tcp
 
+pytestmark = pytest.mark.both_loops
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 # Seconds a probe may run past its timeout on a busy machine.
 SLACK = 2.0

@@ -19,6 +19,8 @@ from slawatch.web import Exporter, create_app
 
 from conftest import minimal_config, write_config
 
+pytestmark = pytest.mark.both_loops
+
 
 def http_module(**options) -> Module:
     return Module.model_validate({"prober": "http", "timeout": "3s", "http": options})
@@ -334,6 +336,59 @@ def test_probe_output_escapes_label_values():
     assert families["probe_duration_seconds"].samples[0].value == 0.25
     assert families["probe_location_info"].samples[0].labels == {"location": "eu-1"}
 
+
+
+@pytest.mark.parametrize("location_label", [None, "eu-1"])
+def test_probe_output_matches_prometheus_client(location_label):
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.exposition import generate_latest
+
+    from slawatch.probers import ProbeResult
+    from slawatch.web.probe_output import render_probe_result
+
+    result = ProbeResult(success=False, duration=0.25, reason="http_status")
+    result.set("probe_http_status_code", "Response HTTP status code", 503)
+    result.set("probe_http_duration_seconds", "Duration of http request by phase", 0.001, phase="connect")
+    result.set("probe_http_duration_seconds", "Duration of http request by phase", 1234567.5, phase="transfer")
+    result.set("probe_tls_cipher_info", "help with \\ backslash\nand newline", 1, cipher='odd "name"\\\n')
+    result.set("probe_ip_addr_hash", "Specifies the hash of IP address", float("nan"))
+
+    class Families:
+        def collect(self):
+            families = [(gauge.name, gauge.help, gauge.samples) for gauge in result.gauges.values()]
+            families += [
+                ("probe_duration_seconds", "Returns how long the probe took to complete in seconds",
+                 {(): result.duration}),
+                ("probe_success", "Displays whether or not the probe was a success", {(): 0}),
+            ]
+            for name, help_text, samples in families:
+                yield self.family(name, help_text, samples, location_label)
+            yield self.family("probe_location_info", "The location label of the exporter that ran the probe",
+                              {(("location", "eu-1"),): 1}, None)
+            yield self.family("probe_failure_info", "Why the probe failed, as a bounded reason",
+                              {(("reason", "http_status"),): 1}, location_label)
+
+        @staticmethod
+        def family(name, help_text, samples, location):
+            rows = []
+            for labels, value in samples.items():
+                pairs = dict(labels)
+                if location is not None:
+                    pairs.setdefault("location", location)
+                rows.append((dict(sorted(pairs.items())), value))
+            keys = sorted({key for pairs, _ in rows for key in pairs})
+            family = GaugeMetricFamily(name, help_text, labels=keys)
+            for pairs, value in rows:
+                family.add_metric([pairs[key] for key in keys], value)
+            return family
+
+    registry = CollectorRegistry()
+    registry.register(Families())
+
+    expected = generate_latest(registry).decode()
+    rendered = render_probe_result(result, "eu-1", location_label)
+
+    assert rendered == expected
 
 # --- TLS: client certificates, min_version, STARTTLS and CONNECT --------------------
 

@@ -17,6 +17,10 @@ from slawatch.config import ConfigError, Module, parse_config
 from slawatch.probers import probe_dns, probe_grpc, probe_icmp
 from slawatch.probers import icmp as icmp_module
 
+from conftest import icmp_allowed
+
+pytestmark = pytest.mark.both_loops
+
 
 class DNSServer:
     """An authoritative server for the zone test. on 127.0.0.1, over UDP and TCP, that counts queries.
@@ -58,10 +62,17 @@ class DNSServer:
                 delay = server.late_seconds if b"\x04late" in data else 0
                 loop.call_later(delay, self.transport.sendto, server.answer(data), addr)
 
-        self.udp_transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
-        self.port = self.udp_transport.get_extra_info("sockname")[1]
-        self.tcp_server = await asyncio.start_server(self._tcp, "127.0.0.1", self.port)
-        return self
+        # The UDP port the kernel picks may be in use for TCP, for example by an
+        # outgoing connection of another process, so a few ports are tried.
+        for _ in range(20):
+            self.udp_transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
+            self.port = self.udp_transport.get_extra_info("sockname")[1]
+            try:
+                self.tcp_server = await asyncio.start_server(self._tcp, "127.0.0.1", self.port)
+                return self
+            except OSError:
+                self.udp_transport.close()
+        raise AssertionError("no port on 127.0.0.1 was free for both UDP and TCP after 20 tries")
 
     async def _tcp(self, reader, writer):
         try:
@@ -162,32 +173,32 @@ def test_dns_config_errors():
 # --- icmp -------------------------------------------------------------------------
 
 
-def icmp_allowed() -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_RAW):
-        try:
-            socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP).close()
-            return True
-        except PermissionError:
-            continue
-    return False
-
-
-async def test_icmp_loopback():
-    if not icmp_allowed():
+@pytest.mark.parametrize("host, protocol", [("127.0.0.1", "ip4"), ("::1", "ip6")])
+async def test_icmp_loopback(host, protocol):
+    if not icmp_allowed(socket.AF_INET6 if protocol == "ip6" else socket.AF_INET):
         pytest.skip("neither datagram ICMP sockets (net.ipv4.ping_group_range) nor CAP_NET_RAW are available")
-    module = Module.model_validate({"prober": "icmp", "timeout": "2s", "icmp": {"preferred_ip_protocol": "ip4"}})
+    module = Module.model_validate({"prober": "icmp", "timeout": "2s", "icmp": {"preferred_ip_protocol": protocol}})
 
-    result = await probe_icmp("127.0.0.1", module, 2.0)
+    result = await probe_icmp(host, module, 2.0)
 
     assert result.success is True, result.log_lines
     assert gauge(result, "probe_icmp_duration_seconds", phase="rtt") > 0
 
 
-async def test_icmp_without_permission_names_it(monkeypatch):
-    def denied(*args, **kwargs):
+class DeniedSocketModule:
+    """The socket module as icmp.py imports it, except that socket() raises EPERM."""
+
+    def __getattr__(self, name: str):
+        return getattr(socket, name)
+
+    @staticmethod
+    def socket(*args, **kwargs):
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(icmp_module.socket, "socket", denied)
+
+async def test_icmp_without_permission_names_it(monkeypatch):
+    # Only icmp.py's reference changes, so the event loop can still open its own sockets.
+    monkeypatch.setattr(icmp_module, "socket", DeniedSocketModule())
     module = Module.model_validate({"prober": "icmp", "timeout": "2s"})
 
     result = await probe_icmp("127.0.0.1", module, 2.0)
@@ -195,6 +206,90 @@ async def test_icmp_without_permission_names_it(monkeypatch):
     assert result.reason == "icmp_permission"
     assert "net.ipv4.ping_group_range" in result.error
     assert "CAP_NET_RAW" in result.error
+
+
+class StuckSocket:
+    """A non-blocking socket whose sends fail with EAGAIN until the peer of `inner` reads."""
+
+    def __init__(self, inner: socket.socket):
+        self.inner = inner
+        self.sent: list[bytes] = []
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.inner.setblocking(flag)
+
+    def sendto(self, data: bytes, address) -> int:
+        sent = self.inner.send(data)
+        self.sent.append(data)
+        return sent
+
+    def recv(self, size: int) -> bytes:
+        return self.inner.recv(size)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def full_socketpair() -> tuple[socket.socket, socket.socket]:
+    """Return a datagram socket pair whose first socket's send buffer is full."""
+    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.setblocking(False)
+    for _ in range(100_000):
+        try:
+            sender.send(b"x" * 1024)
+        except BlockingIOError:
+            return sender, receiver
+    raise AssertionError("the send buffer never filled")
+
+
+async def test_icmp_send_waits_until_writable():
+    sender, receiver = full_socketpair()
+    stuck = StuckSocket(sender)
+    loop = asyncio.get_running_loop()
+    try:
+        task = asyncio.create_task(icmp_module._send(loop, stuck, b"echo", ("127.0.0.1", 0)))
+        await asyncio.sleep(0.2)
+        blocked = not task.done()
+        receiver.setblocking(False)
+        while True:
+            try:
+                receiver.recv(2048)
+            except BlockingIOError:
+                break
+        await asyncio.wait_for(task, 2.0)
+    finally:
+        sender.close()
+        receiver.close()
+
+    assert blocked
+    assert stuck.sent == [b"echo"]
+
+
+async def test_icmp_unwritable_socket_times_out(monkeypatch):
+    sender, receiver = full_socketpair()
+    stuck = StuckSocket(sender)
+    monkeypatch.setattr(icmp_module, "open_icmp_socket", lambda family: (stuck, False))
+    module = Module.model_validate({"prober": "icmp", "timeout": "2s"})
+    loop = asyncio.get_running_loop()
+    fd = sender.fileno()
+    started = time.monotonic()
+    try:
+        result = await probe_icmp("127.0.0.1", module, 0.3)
+        elapsed = time.monotonic() - started
+        # asyncio's remove_writer returns True when a callback was still registered.
+        # uvloop 0.23's returns None either way, so only the asyncio run checks this.
+        writer_left = loop.remove_writer(fd)
+    finally:
+        sender.close()
+        receiver.close()
+
+    assert result.reason == "timeout"
+    assert elapsed < 2.0
+    assert stuck.sent == []
+    assert not writer_left
 
 
 # --- grpc --------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from slawatch.web.guard import ProbeGuard
 
 from conftest import minimal_config, write_config
 
+pytestmark = pytest.mark.both_loops
+
 
 class CountingServer:
     """An HTTP server on 127.0.0.2 that counts accepted connections and returns 200."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import ssl
 import time
 from pathlib import Path
@@ -14,8 +15,11 @@ from aiohttp import web
 
 from slawatch.config import Module
 from slawatch.probers import probe_http, probe_tcp
+from slawatch.probers.result import ProbeLog
 
 from conftest import free_port
+
+pytestmark = pytest.mark.both_loops
 
 
 def http_module(**options) -> Module:
@@ -253,3 +257,48 @@ async def test_tcp_prober_rejects_malformed_target():
 
     assert result.success is False
     assert result.reason == "invalid_target"
+
+
+# --- probe log ------------------------------------------------------------------------
+
+
+class CountingValue:
+    """A log argument that counts how often it is formatted."""
+
+    def __init__(self):
+        self.formatted = 0
+
+    def __str__(self) -> str:
+        self.formatted += 1
+        return "42"
+
+
+def test_probe_log_formats_lines_on_read(caplog):
+    logger = logging.getLogger("slawatch.prober.test")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    log = ProbeLog(logger, "http://user:pw@127.0.0.1/")
+    value = CountingValue()
+
+    log.debug("Connected value=%s url=%s", value, "http://user:pw@127.0.0.1/")
+    formatted_before_read = value.formatted
+    lines = log.lines
+
+    assert formatted_before_read == 0
+    assert len(lines) == 1
+    assert lines[0].split()[1] == "DEBUG"
+    assert lines[0].endswith("Connected value=42 url=http://<secret>@127.0.0.1/")
+    assert caplog.records == []
+
+
+def test_probe_log_reaches_debug_log(caplog):
+    logger = logging.getLogger("slawatch.prober.test")
+    caplog.set_level(logging.DEBUG, logger=logger.name)
+    # A percent sign in the target must not be read as a format directive.
+    log = ProbeLog(logger, "http://user:pw@127.0.0.1/%41")
+
+    log.error("Probe failed reason=%s", "timeout")
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "Probe failed reason=timeout target=http://<secret>@127.0.0.1/%41"]
+    assert caplog.records[0].levelno == logging.DEBUG
+    assert log.lines[0].split()[1] == "ERROR"

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -21,6 +22,9 @@ from .i18n import LOCALES, Catalog
 from .logs import setup_logging
 
 logger = logging.getLogger("slawatch")
+
+# Values of --event-loop: "auto" runs uvloop when it is installed, else asyncio's default loop.
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 TEXT = Catalog({
     "config.valid": {"en": "{source}: config is valid ({targets} targets, {slos} SLOs)",
@@ -61,6 +65,15 @@ TEXT = Catalog({
                           "zh-CN": "未导入任何内容。请修正上面列出的问题后重新运行命令。"},
     "serve.listening": {"en": "slawatch {version} listening on {scheme}://{address}",
                         "zh-CN": "slawatch {version} 正在监听 {scheme}://{address}"},
+    "serve.event_loop": {"en": "Running on the {loop} event loop", "zh-CN": "正在 {loop} 事件循环上运行"},
+    "serve.uvloop_missing": {"en": "uvloop is not installed, so the exporter runs on asyncio's default event loop: "
+                                   "run `pip install uvloop` to use uvloop",
+                             "zh-CN": "未安装 uvloop，因此导出器在 asyncio 默认事件循环上运行：运行 `pip install uvloop` "
+                                      "即可改用 uvloop"},
+    "serve.uvloop_required": {"en": "--event-loop=uvloop requires the uvloop package, which is not installed: run "
+                                    "`pip install uvloop`, or pass --event-loop=asyncio",
+                              "zh-CN": "--event-loop=uvloop 需要 uvloop 包，但它未安装：请运行 `pip install uvloop`，"
+                                       "或改用 --event-loop=asyncio"},
 })
 
 
@@ -118,8 +131,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if web_config.users:
             middlewares.append(basic_auth_middleware(web_config.users))
 
+    try:
+        loop_factory = event_loop_factory(args.event_loop)
+    except ImportError:
+        print(TEXT.get("serve.uvloop_required", locale_from(config)), file=sys.stderr)
+        return 2
+    if args.event_loop == "auto" and loop_factory is None:
+        logger.warning(TEXT.get("serve.uvloop_missing", locale_from(config)))
+
     runbooks = Path(args.web_runbooks_dir) if args.web_runbooks_dir else _find_runbooks()
-    return asyncio.run(_serve(config, args.config_file, host, port, ssl_context, middlewares, runbooks))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_serve(config, args.config_file, host, port, ssl_context, middlewares, runbooks))
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return the loop factory for --event-loop, or None for asyncio's default loop.
+
+    "auto" picks uvloop when it can be imported. Raises ImportError for
+    "uvloop" when it cannot.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
+def describe_event_loop(loop: asyncio.AbstractEventLoop) -> str:
+    """Name the running loop for the start-up log, for example "uvloop 0.23.0" or "asyncio"."""
+    package = type(loop).__module__.partition(".")[0]
+    if package == "uvloop":
+        import uvloop
+
+        return f"uvloop {uvloop.__version__}"
+    return package
 
 
 def _find_runbooks() -> Path | None:
@@ -148,11 +197,12 @@ async def _serve(config: Config, config_path: str | None, host: str | None, port
         await runner.cleanup()
         return 1
 
+    loop = asyncio.get_running_loop()
+    logger.info(TEXT.get("serve.event_loop", locale_from(config), loop=describe_event_loop(loop)))
     logger.info(TEXT.get("serve.listening", locale_from(config), version=__version__,
                          scheme="https" if ssl_context else "http", address=f"{host or '0.0.0.0'}:{port}"))
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(exporter.reload()))
@@ -334,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--config.file", dest="config_file", default=None,
                          help="path of slawatch.yml (default: the embedded default config)")
 
+    def add_event_loop(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--event-loop", dest="event_loop", default="auto", choices=list(EVENT_LOOPS),
+                         help="event loop of the exporter: auto uses uvloop when it is installed, else asyncio "
+                              "(default auto)")
+
     serve = commands.add_parser("serve", help="run the exporter")
     add_config(serve)
     serve.add_argument("--web.listen-address", dest="web_listen_address", default=":9115",
@@ -344,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory of runbook Markdown files served under /runbooks/")
     serve.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     serve.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    add_event_loop(serve)
     serve.set_defaults(func=cmd_serve)
 
     generate = commands.add_parser("generate", help="write rules/ and dashboards/ from the config")
@@ -395,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config(stack)
     stack.add_argument("--repo-dir", default=".", help="slawatch checkout holding prometheus/, alertmanager/, rules/")
     stack.add_argument("--data-dir", default=".stack", help="directory for Prometheus, Alertmanager and ticket data")
+    add_event_loop(stack)
     stack.set_defaults(func=cmd_stack)
 
     report = commands.add_parser("report", help="write the monthly service report as HTML and Markdown")

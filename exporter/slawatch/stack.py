@@ -164,7 +164,7 @@ def run_stack(args: argparse.Namespace) -> int:
     smtp = _start_smtp_sink(data / "mail")
 
     exporter_cmd = [sys.executable, "-m", "slawatch", "serve", f"--web.listen-address=127.0.0.1:{EXPORTER_PORT}",
-                    f"--web.runbooks-dir={repo / 'docs' / 'runbooks'}"]
+                    f"--web.runbooks-dir={repo / 'docs' / 'runbooks'}", f"--event-loop={args.event_loop}"]
     if args.config_file:
         exporter_cmd.append(f"--config.file={Path(args.config_file).resolve()}")
     commands = [

@@ -46,7 +46,7 @@ async def probe_dns(target: str, module: Module, timeout: float, guard: AddressG
         result.set(name, help_text, 0)
     await run_steps(_query(target, module.dns, result, log, guard, started + timeout), timeout, result, log)
     result.duration = time.monotonic() - started
-    result.log_lines = log.lines
+    result.probe_log = log
     for phase, seconds in result.phases.items():
         result.set("probe_dns_duration_seconds", PHASE_HELP, seconds, phase=phase)
     return result

@@ -23,7 +23,7 @@ async def probe_grpc(target: str, module: Module, timeout: float, guard: Address
     started = time.monotonic()
     await run_steps(_check(target, module, result, log, guard, timeout), timeout, result, log)
     result.duration = time.monotonic() - started
-    result.log_lines = log.lines
+    result.probe_log = log
     for phase, seconds in result.phases.items():
         result.set("probe_grpc_duration_seconds", PHASE_HELP, seconds, phase=phase)
     return result

@@ -84,7 +84,7 @@ async def probe_http(target: str, module: Module, timeout: float, guard: Address
         result.set(name, help_text, 0)
     await run_steps(_run(target, module.http, result, log, guard), timeout, result, log)
     result.duration = time.monotonic() - started
-    result.log_lines = log.lines
+    result.probe_log = log
     for phase, seconds in result.phases.items():
         result.set("probe_http_duration_seconds", PHASE_HELP, seconds, phase=phase)
     return result

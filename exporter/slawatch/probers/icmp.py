@@ -76,7 +76,7 @@ async def probe_icmp(target: str, module: Module, timeout: float, guard: Address
         result.success = True
         log.info("Found matching reply")
     result.duration = time.monotonic() - started
-    result.log_lines = log.lines
+    result.probe_log = log
     for phase, seconds in result.phases.items():
         result.set("probe_icmp_duration_seconds", PHASE_HELP, seconds, phase=phase)
     return result
@@ -105,10 +105,10 @@ async def _ping(host: str, module: Module, result: ProbeResult, log: ProbeLog, g
         log.debug("Sending ICMP echo request ip=%s raw_socket=%s", resolved.ip, raw)
 
         mark = time.monotonic()
-        await loop.sock_sendto(sock, packet, (resolved.ip, 0))
+        await _send(loop, sock, packet, (resolved.ip, 0))
         reply_type = 129 if resolved.family == socket.AF_INET6 else 0
         while True:
-            data = await loop.sock_recv(sock, 65535)
+            data = await _receive(loop, sock, 65535)
             if raw and resolved.family == socket.AF_INET:
                 data = data[(data[0] & 0x0F) * 4:]
             if len(data) < 8:
@@ -121,3 +121,42 @@ async def _ping(host: str, module: Module, result: ProbeResult, log: ProbeLog, g
         result.phases["rtt"] = time.monotonic() - mark
     finally:
         sock.close()
+
+
+# The socket is used directly, with add_writer and add_reader to wait, because
+# uvloop 0.23 raises NotImplementedError for loop.sock_sendto. Both the default
+# asyncio loop and uvloop implement add_writer and add_reader.
+
+
+async def _send(loop: asyncio.AbstractEventLoop, sock: socket.socket, packet: bytes, address: tuple) -> None:
+    while True:
+        try:
+            sock.sendto(packet, address)
+            return
+        except (BlockingIOError, InterruptedError):
+            await _wait_ready(loop, sock, writable=True)
+
+
+async def _receive(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+    while True:
+        try:
+            return sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            await _wait_ready(loop, sock, writable=False)
+
+
+async def _wait_ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, writable: bool) -> None:
+    """Wait until `sock` is writable or readable. The probe deadline cancels the wait."""
+    add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    fd = sock.fileno()
+    add(fd, wake)
+    try:
+        await ready
+    finally:
+        remove(fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _ssl
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -83,9 +84,10 @@ async def resolve(
     started = time.monotonic()
     literal = literal_ip(host)
     if literal is not None:
-        infos = [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, str(literal))]
-        if isinstance(literal, ipaddress.IPv4Address) and str(literal) != host:
-            log.debug("Normalised numeric host host=%s ip=%s", host, literal)
+        literal_text = str(literal)
+        infos = [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, literal_text)]
+        if isinstance(literal, ipaddress.IPv4Address) and literal_text != host:
+            log.debug("Normalised numeric host host=%s ip=%s", host, literal_text)
     else:
         loop = asyncio.get_running_loop()
         try:
@@ -134,6 +136,13 @@ _INET_ATON_PART = r"(?:0[xX][0-9a-fA-F]*|[0-9]+)"
 _INET_ATON = re.compile(rf"^{_INET_ATON_PART}(?:\.{_INET_ATON_PART}){{0,3}}$")
 
 
+# Parsing an address with ipaddress takes a few microseconds, and most
+# probes repeat the hosts and addresses of earlier ones. The caches are
+# bounded so /probe requests for arbitrary hosts cannot grow them.
+ADDRESS_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def ip_hash(ip: str) -> int:
     """Return 32-bit FNV-1a of the packed address, the value blackbox_exporter 0.23 exports."""
     value = 0x811C9DC5
@@ -142,6 +151,7 @@ def ip_hash(ip: str) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """Return the address that `host` denotes without DNS, in every numeric form the C library accepts."""
     bare = host.strip("[]")

@@ -18,6 +18,8 @@ _URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 
 def redact_url(text: str) -> str:
     """Replace the user information (user:password@) of every URL in `text` with <secret>@."""
+    if "@" not in text:
+        return text
     return _URL_USERINFO.sub(r"\1<secret>@", text)
 
 
@@ -33,21 +35,32 @@ class ProbeLog(logging.LoggerAdapter):
 
     The lines reach the process log at DEBUG only, so a target that stays down
     does not fill the log. The scheduler logs when a target's state changes.
+    Each line is stored unformatted and formatted only when `lines` is read or
+    the process log is at DEBUG, because most probes never show their lines.
+    So pass arguments that do not change later, such as strings and numbers.
     """
 
     def __init__(self, logger: logging.Logger, target: str):
-        super().__init__(logger, {"target": redact_url(target)})
-        self.lines: list[str] = []
+        super().__init__(logger, {"target": target})
+        # (seconds since the probe started, level, message, arguments)
+        self.records: list[tuple[float, int, str, tuple]] = []
         self.started = time.monotonic()
 
-    def process(self, msg, kwargs):
-        return f"{msg} target={self.extra['target']}", kwargs
+    @property
+    def lines(self) -> list[str]:
+        """The lines for `?debug=true`: seconds since the start, level and message, with URL secrets redacted."""
+        return [f"{elapsed:8.4f}s {logging.getLevelName(level):<5} {_redacted_text(msg, args)}"
+                for elapsed, level, msg, args in self.records]
 
     def log(self, level, msg, *args, **kwargs):
-        elapsed = time.monotonic() - self.started
-        text = redact_url(msg % args if args else msg)
-        self.lines.append(f"{elapsed:8.4f}s {logging.getLevelName(level):<5} {text}")
-        super().log(logging.DEBUG, "%s", text, **kwargs)
+        self.records.append((time.monotonic() - self.started, level, msg, args))
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.log(logging.DEBUG, "%s target=%s", _redacted_text(msg, args),
+                            redact_url(self.extra["target"]), **kwargs)
+
+
+def _redacted_text(msg: str, args: tuple) -> str:
+    return redact_url(msg % args if args else msg)
 
 
 @dataclass
@@ -68,11 +81,19 @@ class ProbeResult:
     denied_reason: str = ""
     # Body bytes per second over the transfer phase, or None when no body was read.
     transfer_rate: float | None = None
-    log_lines: list[str] = field(default_factory=list)
+    # The prober's log, kept so `log_lines` formats its lines only when they are read.
+    probe_log: ProbeLog | None = None
+
+    @property
+    def log_lines(self) -> list[str]:
+        """The probe's log lines for `?debug=true`, empty when the prober kept no log."""
+        return self.probe_log.lines if self.probe_log is not None else []
 
     def set(self, name: str, help_text: str, value: float, **labels: str) -> None:
-        gauge = self.gauges.setdefault(name, Gauge(name, help_text))
-        gauge.samples[tuple(sorted(labels.items()))] = float(value)
+        gauge = self.gauges.get(name)
+        if gauge is None:
+            gauge = self.gauges[name] = Gauge(name, help_text)
+        gauge.samples[tuple(sorted(labels.items())) if labels else ()] = float(value)
 
     def fail(self, reason: str) -> "ProbeResult":
         self.success = False

@@ -29,7 +29,7 @@ async def probe_tcp(target: str, module: Module, timeout: float, guard: AddressG
     if result.reason == "expect":
         result.set("probe_failed_due_to_regex", "Indicates if probe failed due to regex", 1)
     result.duration = time.monotonic() - started
-    result.log_lines = log.lines
+    result.probe_log = log
     return result
 
 

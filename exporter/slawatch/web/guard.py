@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from urllib.parse import urlsplit
 
 from ..config import Config, split_host_port
+from ..probers.net import ADDRESS_CACHE_SIZE
 
 # Link-local ranges hold cloud metadata services (169.254.169.254, fe80::/10).
 LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
@@ -24,6 +26,7 @@ class Denial(str):
         return denial
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def normalise_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Parse an IP address, mapping IPv4-mapped IPv6 (::ffff:a.b.c.d) to IPv4."""
     address = ipaddress.ip_address(ip.split("%", 1)[0])

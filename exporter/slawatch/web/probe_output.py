@@ -7,6 +7,8 @@ CollectorRegistry and calling prometheus_client's generate_latest took per
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client.utils import floatToGoString
 
 from ..probers import ProbeResult
@@ -22,15 +24,22 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+@functools.lru_cache(maxsize=512)
+def _header(name: str, help_text: str) -> str:
+    # The probers pass a fixed set of names and help texts, so these lines are
+    # built once instead of on every request.
+    return f"# HELP {name} {_escape_help(help_text)}\n# TYPE {name} gauge"
+
+
 def _family(lines: list[str], name: str, help_text: str, samples: dict, location_label: str | None) -> None:
-    lines.append(f"# HELP {name} {_escape_help(help_text)}")
-    lines.append(f"# TYPE {name} gauge")
+    lines.append(_header(name, help_text))
     for labels, value in samples.items():
-        pairs = dict(labels)
         if location_label is not None:
+            pairs = dict(labels)
             pairs.setdefault("location", location_label)
-        if pairs:
-            inner = ",".join(f'{key}="{_escape_label(pairs[key])}"' for key in sorted(pairs))
+            labels = tuple(pairs.items())
+        if labels:
+            inner = ",".join(f'{key}="{_escape_label(text)}"' for key, text in sorted(labels))
             lines.append(f"{name}{{{inner}}} {floatToGoString(value)}")
         else:
             lines.append(f"{name} {floatToGoString(value)}")
