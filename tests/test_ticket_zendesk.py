@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import aiohttp
 from aiohttp import web
 
 from slawatch.config import ConfigError, parse_config
 from slawatch.tickets import SourceMetrics, build_store
 from slawatch.tickets.lifecycle import (CREATED, FIRST_RESOLUTION, FIRST_RESPONSE, FIRST_RESPONSES, REMOVED)
-from slawatch.tickets.sources.http import SourceError
+from slawatch.tickets.sources.http import SourceError, get_json
 from slawatch.tickets.sources.zendesk import CURSOR_KEY, ZendeskPoller
 
 DATA = Path(__file__).parent / "data" / "zendesk"
@@ -360,3 +361,63 @@ def test_zendesk_config_defaults(tmp_path: Path):
     assert source.status_map["deleted"] == "removed:deleted"
     assert source.channel_map["mail"] == "email"
     assert source.interval == 60.0
+
+
+async def test_zendesk_unreadable_ticket_skipped(zendesk, tmp_path: Path):
+    url, stub = zendesk
+    stub.fail("audits-202", 404)
+    poller, store, metrics = new_poller(tmp_path, url)
+
+    read = await poller.poll_once()
+    snapshot = store.snapshot()
+
+    assert read == 4
+    assert metrics.errors[("zendesk", "http_404")] == 1
+    assert "zendesk" in metrics.last_success
+    # The export moved past the page; ticket 202 is missing, the others are counted.
+    assert store.get_meta(CURSOR_KEY) == CURSOR_2
+    assert snapshot.counters[(CREATED, EMAIL)] == 1
+    assert snapshot.counters[(CREATED, ACCOUNTS)] == 1
+    assert snapshot.counters[(CREATED, PHONE)] == 1
+
+
+async def test_zendesk_page_without_tickets_counted(zendesk, tmp_path: Path):
+    url, stub = zendesk
+    stub.fail("export", 200, body={"results": []})
+
+    async def stop(seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    poller, store, metrics = new_poller(tmp_path, url, sleep=stop)
+    with pytest.raises(asyncio.CancelledError):
+        await poller.run()
+
+    assert metrics.errors[("zendesk", "invalid")] == 1
+    assert "zendesk" not in metrics.last_success
+    assert store.get_meta(CURSOR_KEY) is None
+
+
+async def test_source_get_json_names_html_and_timeouts(aiohttp_server):
+    async def login_page(request: web.Request) -> web.Response:
+        return web.Response(text="<html><body>Sign in</body></html>", content_type="text/html")
+
+    async def silent(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/login", login_page)
+    app.router.add_get("/silent", silent)
+    server = await aiohttp_server(app)
+    metrics = SourceMetrics()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5)) as session:
+        with pytest.raises(SourceError) as html:
+            await get_json(session, str(server.make_url("/login")), None, "zendesk", metrics, no_wait)
+        with pytest.raises(SourceError) as timeout:
+            await get_json(session, str(server.make_url("/silent")), None, "zendesk", metrics, no_wait)
+
+    assert html.value.kind == "invalid"
+    assert "not JSON" in str(html.value) and "Sign in" in str(html.value)
+    assert timeout.value.kind == "timeout"
+    assert "/silent" in str(timeout.value)

@@ -182,8 +182,9 @@ class TicketCollector(Collector):
         sources = self.sources
         with sources._lock:
             lag, errors, last = dict(sources.lag), dict(sources.errors), dict(sources.last_success)
-        lag_family = GaugeMetricFamily(SOURCE_LAG, "Seconds between the newest event a source delivered and its "
-                                       "receipt (webhook) or the poll cursor and now (pollers).", labels=["source"])
+        lag_family = GaugeMetricFamily(SOURCE_LAG, "Webhooks: seconds between the newest delivered event's time "
+                                       "and its receipt. Pollers: seconds the last successful poll took.",
+                                       labels=["source"])
         for source, value in sorted(lag.items()):
             lag_family.add_metric([source], value)
         error_family = CounterMetricFamily(SOURCE_ERRORS.removesuffix("_total"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -41,9 +43,17 @@ async def get_json(session: aiohttp.ClientSession, url: str, params: dict | None
                 if response.status != 200:
                     body = (await response.text())[:200]
                     raise SourceError(f"http_{response.status}", f"GET {url} returned {response.status}: {body}")
-                return await response.json(content_type=None)
+                text = await response.text()
         except aiohttp.ClientError as error:
             raise SourceError("network", f"GET {url} failed: {error}") from None
+        except asyncio.TimeoutError:
+            raise SourceError("timeout", f"GET {url} got no complete answer in time: check that the helpdesk "
+                                         "is reachable and not overloaded") from None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise SourceError("invalid", f"GET {url} returned a body that is not JSON: {text[:100]!r}: check the "
+                                         "url, which must point at the helpdesk itself, not a login page or proxy")
     raise SourceError("rate_limited", f"GET {url} still rate limited after {MAX_ATTEMPTS} attempts")
 
 

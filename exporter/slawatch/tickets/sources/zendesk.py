@@ -48,6 +48,8 @@ MIN_START_AGE = 60
 MAX_AUDIT_PAGES = 100
 # show_many accepts up to 100 user ids per request.
 USERS_PER_REQUEST = 100
+# Answers to a ticket's audits that skip that ticket instead of failing the page: deleted or not visible to the user.
+UNREADABLE_KINDS = ("http_403", "http_404")
 # NOTE: assumed value. Zendesk's reference states only that deleted tickets appear in the export.
 DELETED_STATUS = "deleted"
 # Via types of business rules (triggers, automations) and of ticket merges, as via type and via id.
@@ -121,7 +123,11 @@ class ZendeskPoller:
                 else:
                     params["start_time"] = str(self._start_time())
                 page = await get_json(session, self.base + EXPORT_PATH, params, SOURCE, self.metrics, self.sleep)
-                tickets = page.get("tickets") or []
+                if not isinstance(page, dict) or not isinstance(page.get("tickets"), list) or \
+                        "end_of_stream" not in page:
+                    raise SourceError("invalid", f"GET {self.base + EXPORT_PATH} returned no tickets list or no "
+                                                 "end_of_stream: check that url is the Zendesk account's base URL")
+                tickets = page["tickets"]
                 events = await self._page_events(session, tickets)
                 after = page.get("after_cursor")
                 meta = {CURSOR_KEY: after} if after else None
@@ -154,10 +160,20 @@ class ZendeskPoller:
     async def _page_events(self, session: aiohttp.ClientSession, tickets: list[dict]) -> list[TicketEvent]:
         """Read the audits and author roles of one export page and turn its tickets into events."""
         histories: dict[Any, list[dict]] = {}
+        skipped: set = set()
         for ticket in tickets:
             # A deleted ticket's history is no longer readable through the API, so only the removal is recorded.
             if ticket.get("status") != DELETED_STATUS:
-                histories[ticket["id"]] = await self._audits(session, ticket["id"])
+                try:
+                    histories[ticket["id"]] = await self._audits(session, ticket["id"])
+                except SourceError as error:
+                    if error.kind not in UNREADABLE_KINDS:
+                        raise
+                    # One ticket the API refuses must not stop the export at this page forever.
+                    self.metrics.error(SOURCE, error.kind)
+                    logger.warning("Skipped a Zendesk ticket whose audits cannot be read ticket=%s err=%s",
+                                   ticket["id"], error)
+                    skipped.add(ticket["id"])
         authors = {event.get("author_id", audit.get("author_id"))
                    for audits in histories.values() for audit in audits for event in audit.get("events") or []
                    if event.get("type") == "Comment"}
@@ -167,7 +183,7 @@ class ZendeskPoller:
         for ticket in tickets:
             if ticket["id"] in histories:
                 events += self._ticket_events(ticket, histories[ticket["id"]])
-            else:
+            elif ticket["id"] not in skipped:
                 events += self._removal(ticket)
         return events
 
