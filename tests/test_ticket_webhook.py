@@ -68,8 +68,9 @@ async def test_webhook_signature_accepted(make_client, tmp_path: Path):
 
 @pytest.mark.parametrize(("case", "message"), [
     ("wrong secret", "invalid X-Slawatch-Signature"),
-    ("stale", "stale X-Slawatch-Timestamp"),
-    ("future", "stale X-Slawatch-Timestamp"),
+    ("stale", "s behind the receiver's clock, more than tickets.webhook.max_age 300s"),
+    ("future", "s ahead of the receiver's clock, more than tickets.webhook.max_age 300s"),
+    ("milliseconds", "looks like milliseconds"),
     ("tampered body", "invalid X-Slawatch-Signature"),
     ("no signature", "missing X-Slawatch-Signature"),
     ("no timestamp", "missing X-Slawatch-Timestamp"),
@@ -86,6 +87,9 @@ async def test_webhook_bad_signature_rejected(make_client, monkeypatch, case, me
         headers = signed_headers(body, at=time.time() - 600)
     elif case == "future":
         headers = signed_headers(body, at=time.time() + 600)
+    elif case == "milliseconds":
+        moment = str(int(time.time() * 1000))
+        headers = {"X-Slawatch-Timestamp": moment, "X-Slawatch-Signature": sign(SECRET, moment, body)}
     elif case == "tampered body":
         body = json.dumps(created("e1", "T1", priority="urgent")).encode()
     elif case == "no signature":
@@ -281,3 +285,21 @@ async def test_zendesk_route_off_without_secret(make_client):
 
     assert response.status == 404
     assert "tickets.webhook.zendesk_secret_file" in (await response.json())["error"]
+
+
+async def test_webhook_oversized_and_empty_bodies_answer_json(make_client):
+    client, exporter = await make_client()
+    assert (await client.post("/api/v1/ticket-events", json=created("e1", "T1"))).status == 200
+    padding = "x" * (9 * 1024 * 1024)
+
+    oversized = await client.post("/api/v1/ticket-events", data=json.dumps({**created("e2", "T2"), "pad": padding}),
+                                  headers={"Content-Type": "application/json"})
+    empty = await client.post("/api/v1/ticket-events", json=[])
+    metrics = samples(await (await client.get("/metrics")).text())
+
+    assert oversized.status == 413
+    assert (await oversized.json())["error"].startswith("the body is larger than 8 MiB")
+    assert empty.status == 400
+    assert (await empty.json())["field"] == "(body)"
+    assert metrics[("slawatch_ticket_source_errors_total", (("kind", "invalid"), ("source", "webhook")))] == 2
+    assert await stored_events(exporter) == 1

@@ -131,7 +131,8 @@ def _visibility(data: dict, prefix: str) -> bool:
     if "visibility" in data:
         visibility = _choice(data, "visibility", list(VISIBILITIES), prefix)
         if "public" in data and public != (visibility == "public"):
-            raise EventError(f"{prefix}visibility", f"{visibility!r} contradicts public: {public}: send only one")
+            raise EventError(f"{prefix}visibility", f"{visibility!r} contradicts public: {str(public).lower()}: "
+                                                   "send only one")
         public = visibility == "public"
     return public
 

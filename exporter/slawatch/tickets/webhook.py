@@ -65,13 +65,23 @@ def verify_signature(secret: bytes, timestamp: str | None, signature: str | None
         sent = int(timestamp)
     except ValueError:
         raise SignatureError(f"invalid {TIMESTAMP_HEADER} {timestamp!r}: send whole Unix seconds") from None
-    if abs(now - sent) > max_age:
-        raise SignatureError(f"stale {TIMESTAMP_HEADER}: {abs(now - sent):.0f}s from the receiver's clock, "
-                             f"more than {max_age:.0f}s: sign each request when sending it and check the clocks")
+    _check_age(TIMESTAMP_HEADER, sent, now, max_age)
     expected = sign(secret, timestamp, body)
     if not hmac.compare_digest(expected, signature.strip()):
         raise SignatureError(f"invalid {SIGNATURE_HEADER}: it does not match the body and timestamp with the "
                              "shared secret")
+
+
+def _check_age(header: str, sent: float, now: float, max_age: float) -> None:
+    """Raise SignatureError when a signature's time is more than max_age from the receiver's clock."""
+    if abs(now - sent) <= max_age:
+        return
+    if sent > now * 100:
+        raise SignatureError(f"{header} {sent:.0f} looks like milliseconds: send whole Unix seconds")
+    direction = "behind" if sent < now else "ahead of"
+    raise SignatureError(f"{header} is {abs(now - sent):.0f}s {direction} the receiver's clock, more than "
+                         f"tickets.webhook.max_age {max_age:.0f}s: sign each request when sending it and check "
+                         "both clocks")
 
 
 def sign_zendesk(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -90,9 +100,7 @@ def verify_zendesk_signature(secret: bytes, timestamp: str | None, signature: st
             timestamp.replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise SignatureError(f"invalid {ZENDESK_TIMESTAMP_HEADER} {timestamp!r}: expected an ISO 8601 time") from None
-    if abs(now - sent) > max_age:
-        raise SignatureError(f"stale {ZENDESK_TIMESTAMP_HEADER}: {abs(now - sent):.0f}s from the receiver's clock, "
-                             f"more than {max_age:.0f}s: check the clocks")
+    _check_age(ZENDESK_TIMESTAMP_HEADER, sent, now, max_age)
     if not hmac.compare_digest(sign_zendesk(secret, timestamp, body), signature.strip()):
         raise SignatureError(f"invalid {ZENDESK_SIGNATURE_HEADER}: it does not match the body and timestamp with "
                              "the webhook's signing secret")

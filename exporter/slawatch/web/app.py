@@ -386,7 +386,9 @@ async def handle_zendesk_ticket_events(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
     if exporter.zendesk_secret is None:
         return _json_error(404, "(route)", "Zendesk webhooks are off: set tickets.webhook.zendesk_secret_file")
-    raw = await request.read()
+    raw = await _read_events_body(request, exporter, "zendesk")
+    if isinstance(raw, web.Response):
+        return raw
     try:
         verify_zendesk_signature(exporter.zendesk_secret, request.headers.get(ZENDESK_TIMESTAMP_HEADER),
                                  request.headers.get(ZENDESK_SIGNATURE_HEADER), raw, time.time(),
@@ -400,7 +402,9 @@ async def handle_zendesk_ticket_events(request: web.Request) -> web.Response:
 
 async def handle_ticket_events(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
-    raw = await request.read()
+    raw = await _read_events_body(request, exporter, "webhook")
+    if isinstance(raw, web.Response):
+        return raw
     if exporter.webhook_secret is not None:
         try:
             verify_signature(exporter.webhook_secret, request.headers.get(TIMESTAMP_HEADER),
@@ -411,6 +415,16 @@ async def handle_ticket_events(request: web.Request) -> web.Response:
             logger.warning("Rejected ticket events remote=%s err=%s", request.remote, error)
             return _json_error(401, "(signature)", str(error))
     return await _ingest_ticket_events(exporter, raw, "webhook")
+
+
+async def _read_events_body(request: web.Request, exporter: Exporter, source: str) -> bytes | web.Response:
+    """Return the request body, or a JSON 413 answer when it is larger than the exporter accepts."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        exporter.ticket_sources.error(source, "invalid")
+        return _json_error(413, "(body)", f"the body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB: send "
+                                          f"the events in several requests of at most {MAX_EVENT_BATCH} events")
 
 
 async def _ingest_ticket_events(exporter: Exporter, raw: bytes, source: str) -> web.Response:
@@ -427,8 +441,10 @@ async def _ingest_ticket_events(exporter: Exporter, raw: bytes, source: str) -> 
     else:
         items, prefix = [body], None
     if not isinstance(items, list) or not items:
+        exporter.ticket_sources.error(source, "invalid")
         return _json_error(400, prefix or "(body)", "expected a non-empty list of events")
     if len(items) > MAX_EVENT_BATCH:
+        exporter.ticket_sources.error(source, "invalid")
         return _json_error(413, prefix or "(body)", f"{len(items)} events in one request: send at most {MAX_EVENT_BATCH}")
 
     config = exporter.config.tickets
