@@ -372,8 +372,11 @@ def test_uptime_text_names_the_measured_days(tmp_path: Path):
     # web has data on 2026-11-30 and today; api only today.
     assert services["web"]["uptime_text"].endswith("uptime over 2 days with measurements (of the last 90)")
     assert services["api"]["uptime_text"] == "0% uptime over 1 day with measurements (of the last 90)"
+    # (100 s + 30 x 0.25 s) / (998 + 30) checks = 105 ms.
+    assert services["web"]["response_text"] == "Response time: 250 ms now, 105 ms average over 2 days with measurements"
     chinese = {s["id"]: s for s in StatusView(populated_tracker(tmp_path / "zh"), "zh-CN").build(NOON)["services"]}
     assert chinese["api"]["uptime_text"] == "最近 90 天中有测量数据的 1 天可用率 0%"
+    assert chinese["web"]["response_text"] == "响应时间：当前 250 ms，有测量数据的 2 天平均 105 ms"
 
 
 def test_uptime_text_over_full_history(tmp_path: Path):
@@ -384,6 +387,7 @@ def test_uptime_text_over_full_history(tmp_path: Path):
                             for day in (date(2026, 12, 3) - timedelta(days=n) for n in range(89))})
     service = StatusView(tracker, "en").build(NOON)["services"][0]
     assert service["uptime_text"] == "100% uptime over the last 90 days"
+    assert service["response_text"] == "Response time: 100 ms now, 100 ms average over 90 days"
     assert StatusView(tracker, "zh-CN").build(NOON)["services"][0]["uptime_text"] == "最近 90 天可用率 100%"
 
 

@@ -38,10 +38,14 @@ TEXT = Catalog({
                        "zh-CN": "最近 {days} 天中有测量数据的 {measured} 天可用率 {percent}"},
     "uptime.partial.one": {"en": "{percent} uptime over 1 day with measurements (of the last {days})",
                            "zh-CN": "最近 {days} 天中有测量数据的 1 天可用率 {percent}"},
-    "response_time": {"en": "Response time: {value} now, {average} average over {days} days",
-                      "zh-CN": "响应时间：当前 {value}，{days} 天平均 {average}"},
-    "response_time.average": {"en": "Response time: {average} average over {days} days",
-                              "zh-CN": "响应时间：{days} 天平均 {average}"},
+    "response_time": {"en": "Response time: {value} now, {average} average {span}",
+                      "zh-CN": "响应时间：当前 {value}，{span}平均 {average}"},
+    "response_time.average": {"en": "Response time: {average} average {span}",
+                              "zh-CN": "响应时间：{span}平均 {average}"},
+    # The days an average covers: every day of the page, or fewer when the rest have no measurements.
+    "span.full": {"en": "over {days} days", "zh-CN": "{days} 天"},
+    "span.partial": {"en": "over {measured} days with measurements", "zh-CN": "有测量数据的 {measured} 天"},
+    "span.partial.one": {"en": "over 1 day with measurements", "zh-CN": "有测量数据的 1 天"},
     "response_time.none": {"en": "Response time: no successful checks in the last {days} days",
                            "zh-CN": "响应时间：最近 {days} 天没有成功的检测"},
     "days_ago": {"en": "{days} days ago", "zh-CN": "{days} 天前"},
@@ -215,7 +219,8 @@ class StatusView:
                                                                 is not None), days),
             "response_time_ms": None if status.recent_latency is None else round(status.recent_latency * 1000, 1),
             "average_response_time_ms": None if average is None else round(average * 1000, 1),
-            "response_text": self._response_text(status.recent_latency, average, days),
+            "response_text": self._response_text(status.recent_latency, average, sum(
+                1 for _, totals in status.days if totals.latency_count), days),
             "recent": {"probes": status.recent_probes, "failures": status.recent_failures},
             "days": day_items,
         }
@@ -228,12 +233,16 @@ class StatusView:
         key = "uptime.partial.one" if measured == 1 else "uptime.partial"
         return self.text(key, percent=_percent(availability), measured=measured, days=days)
 
-    def _response_text(self, recent: float | None, average: float | None, days: int) -> str:
+    def _response_text(self, recent: float | None, average: float | None, measured: int, days: int) -> str:
         if average is None:
             return self.text("response_time.none", days=days)
+        if measured >= days:
+            span = self.text("span.full", days=days)
+        else:
+            span = self.text("span.partial.one" if measured == 1 else "span.partial", measured=measured)
         if recent is None:
-            return self.text("response_time.average", average=_milliseconds(average), days=days)
-        return self.text("response_time", value=_milliseconds(recent), average=_milliseconds(average), days=days)
+            return self.text("response_time.average", average=_milliseconds(average), span=span)
+        return self.text("response_time", value=_milliseconds(recent), average=_milliseconds(average), span=span)
 
     def _incident(self, incident: Incident, now: float) -> dict:
         if incident.kind == "incident":
