@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +22,7 @@ from slawatch.config import ConfigError, Module, parse_config
 from slawatch.probers import probe_dns, probe_grpc, probe_icmp
 from slawatch.probers import icmp as icmp_module
 
-from conftest import icmp_allowed
+from conftest import REPO, icmp_allowed
 
 pytestmark = pytest.mark.both_loops
 
@@ -325,3 +330,40 @@ async def test_grpc_health(grpc_server, service, success, reason):
     assert result.reason == reason
     if success:
         assert gauge(result, "probe_grpc_healthcheck_response", serving_status="SERVING") == 1
+
+
+DATAGRAM_PROBE = """
+import asyncio, json, socket, sys
+import uvloop
+from slawatch.config import Module
+from slawatch.probers import icmp
+
+sock, raw = icmp.open_icmp_socket(socket.AF_INET)
+sock.close()
+module = Module.model_validate({"prober": "icmp", "timeout": "2s", "icmp": {"preferred_ip_protocol": "ip4"}})
+results = {}
+for name, factory in (("asyncio", asyncio.new_event_loop), ("uvloop", uvloop.new_event_loop)):
+    with asyncio.Runner(loop_factory=factory) as runner:
+        result = runner.run(icmp.probe_icmp("127.0.0.1", module, 2.0))
+    results[name] = {"success": result.success, "log": result.log_lines}
+print(json.dumps({"raw": raw, "results": results}))
+"""
+
+
+def test_icmp_datagram_socket_in_own_namespace():
+    """Run the prober where unprivileged datagram ICMP is allowed: a new network namespace whose
+    net.ipv4.ping_group_range covers every group, with only its own loopback interface."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("unshare and ip (util-linux, iproute2) are needed to make a network namespace")
+    script = ("ip link set lo up && sysctl -qw net.ipv4.ping_group_range='0 2147483647' && "
+              f"exec {sys.executable} -c \"$0\"")
+    completed = subprocess.run(["unshare", "--net", "sh", "-c", script, DATAGRAM_PROBE], capture_output=True,
+                               text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO / "exporter")})
+    if completed.returncode != 0 and "unshare" in completed.stderr:
+        pytest.skip(f"cannot create a network namespace here: {completed.stderr.strip()}")
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+
+    assert report["raw"] is False
+    for name in ("asyncio", "uvloop"):
+        assert report["results"][name]["success"] is True, report["results"][name]["log"]
