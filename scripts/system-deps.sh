@@ -14,6 +14,9 @@ if [ "$purpose" = "test" ]; then
     command -v docker-compose >/dev/null 2>&1 || packages="$packages docker-compose"
     command -v chromium >/dev/null 2>&1 || packages="$packages chromium"
     dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || packages="$packages fonts-wqy-microhei"
+    # ip and sysctl set up the network namespace of the datagram ICMP test.
+    command -v ip >/dev/null 2>&1 || packages="$packages iproute2"
+    command -v sysctl >/dev/null 2>&1 || packages="$packages procps"
 fi
 
 if [ -z "$packages" ]; then

@@ -353,8 +353,8 @@ print(json.dumps({"raw": raw, "results": results}))
 def test_icmp_datagram_socket_in_own_namespace():
     """Run the prober where unprivileged datagram ICMP is allowed: a new network namespace whose
     net.ipv4.ping_group_range covers every group, with only its own loopback interface."""
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("unshare and ip (util-linux, iproute2) are needed to make a network namespace")
+    if not all(shutil.which(tool) for tool in ("unshare", "ip", "sysctl")):
+        pytest.skip("unshare, ip and sysctl (util-linux, iproute2, procps) are needed to make a network namespace")
     script = ("ip link set lo up && sysctl -qw net.ipv4.ping_group_range='0 2147483647' && "
               f"exec {sys.executable} -c \"$0\"")
     completed = subprocess.run(["unshare", "--net", "sh", "-c", script, DATAGRAM_PROBE], capture_output=True,
