@@ -224,7 +224,7 @@ async def test_ticket_first_response_histogram(make_client):
     samples = parse_metrics(await (await client.get("/metrics")).text())
 
     assert response.status == 200
-    assert await response.json() == {"accepted": 6, "duplicates": 0}
+    assert await response.json() == {"accepted": 6, "duplicates": 0, "conflicts": 0}
     assert samples[("slawatch_ticket_first_response_seconds_count", EMAIL_CALENDAR)] == 2
     assert samples[("slawatch_ticket_first_response_seconds_sum", EMAIL_CALENDAR)] == 2400 + 7200
     assert samples[bucket("1800.0")] == 0
@@ -268,12 +268,28 @@ async def test_ticket_duplicate_and_out_of_order(make_client):
     third = await client.post("/api/v1/ticket-events", json=create)
     after = parse_metrics(await (await client.get("/metrics")).text())
 
-    assert await first.json() == {"accepted": 1, "duplicates": 0}
+    assert await first.json() == {"accepted": 1, "duplicates": 0, "conflicts": 0}
     assert before.get(("slawatch_ticket_first_response_seconds_count", EMAIL_CALENDAR), 0) == 0
-    assert await second.json() == {"accepted": 1, "duplicates": 1}
-    assert await third.json() == {"accepted": 0, "duplicates": 1}
+    assert await second.json() == {"accepted": 1, "duplicates": 1, "conflicts": 0}
+    assert await third.json() == {"accepted": 0, "duplicates": 1, "conflicts": 0}
     assert after[("slawatch_ticket_first_response_seconds_count", EMAIL_CALENDAR)] == 1
     assert after[("slawatch_ticket_first_response_seconds_sum", EMAIL_CALENDAR)] == 300
+
+
+async def test_ticket_reused_event_id_keeps_the_stored_event(make_client, caplog):
+    client, _ = await make_client()
+    create = created("c1", "T9", "2026-12-01T10:00:00Z")
+    first_reply = replied("r1", "T9", "2026-12-01T10:05:00Z")
+    # The same id for another reply, twenty minutes later.
+    other_reply = replied("r1", "T9", "2026-12-01T10:25:00Z")
+
+    await client.post("/api/v1/ticket-events", json=[create, first_reply])
+    response = await client.post("/api/v1/ticket-events", json=[other_reply, create])
+    metrics = parse_metrics(await (await client.get("/metrics")).text())
+
+    assert await response.json() == {"accepted": 0, "duplicates": 2, "conflicts": 1}
+    assert metrics[("slawatch_ticket_first_response_seconds_sum", EMAIL_CALENDAR)] == 300
+    assert "reuses its id id=r1 ticket=T9" in caplog.text
 
 
 BAD_EVENTS = [
@@ -315,7 +331,7 @@ async def test_ticket_bad_batch_stores_nothing(make_client):
 
     assert response.status == 400
     assert (await response.json())["field"] == "events[1].channel"
-    assert await retry.json() == {"accepted": 1, "duplicates": 0}
+    assert await retry.json() == {"accepted": 1, "duplicates": 0, "conflicts": 0}
 
 
 async def test_ticket_non_object_item_rejected(make_client):

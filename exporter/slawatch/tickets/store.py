@@ -112,6 +112,8 @@ class HistogramValue:
 class IngestResult:
     accepted: int = 0
     duplicates: int = 0
+    # Duplicates whose content differs from the stored event: the stored one is kept.
+    conflicts: int = 0
     ticket_ids: set[str] = field(default_factory=set)
 
 
@@ -254,12 +256,17 @@ class TicketStore:
             try:
                 for events, result in zip(groups, results):
                     for event in events:
-                        if self._insert(event, received):
+                        values = _event_values(event, received)
+                        if self._insert(values):
                             result.accepted += 1
                             result.ticket_ids.add(event.ticket_id)
                             accepted_types.append(event.type)
                         else:
                             result.duplicates += 1
+                            if self._conflicts(values):
+                                result.conflicts += 1
+                                logger.warning("Kept the stored ticket event, a different event reuses its id "
+                                               "id=%s ticket=%s type=%s", event.id, event.ticket_id, event.type)
                     affected |= result.ticket_ids
                 batch = _Batch(self)
                 for ticket_id in sorted(affected):
@@ -275,15 +282,20 @@ class TicketStore:
             self.events_received.update(accepted_types)
         return results
 
-    def _insert(self, event: TicketEvent, received: float) -> bool:
-        """Insert one event; return False when its id is already stored."""
+    def _insert(self, values: tuple) -> bool:
+        """Insert one event's row; return False when its id is already stored."""
         cursor = self._db.execute(
             f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})",
-            (event.id, event.ticket_id, event.type, event.time, event.channel, event.priority, event.author,
-             int(event.public), event.status, received, event.source, event.team, int(event.merge_comment),
-             event.reason, event.merged_into),
+            values,
         )
         return cursor.rowcount == 1
+
+    def _conflicts(self, values: tuple) -> bool:
+        """Return whether the stored event with this row's id differs from it (apart from when it arrived)."""
+        compared = [column for column in EVENT_COLUMNS if column != "received"]
+        stored = self._db.execute(f"SELECT {', '.join(compared)} FROM events WHERE id = ?", (values[0],)).fetchone()
+        return stored is not None and tuple(stored) != tuple(
+            value for column, value in zip(EVENT_COLUMNS, values) if column != "received")
 
     def _recompute(self, ticket_id: str, batch: "_Batch", previous: list | None = None) -> None:
         rows = self._db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM events WHERE ticket_id = ?", (ticket_id,))
@@ -445,3 +457,10 @@ def _unmatched(theirs: Counter, key) -> bool:
         theirs[key] -= 1
         return False
     return True
+
+
+def _event_values(event: TicketEvent, received: float) -> tuple:
+    """Return an event's row in EVENT_COLUMNS order."""
+    return (event.id, event.ticket_id, event.type, event.time, event.channel, event.priority, event.author,
+            int(event.public), event.status, received, event.source, event.team, int(event.merge_comment),
+            event.reason, event.merged_into)

@@ -468,7 +468,8 @@ async def _ingest_ticket_events(exporter: Exporter, raw: bytes, source: str) -> 
 
     result = await exporter.ticket_writer.ingest(events)
     exporter.ticket_sources.success(source, lag=time.time() - max(event.time for event in events))
-    return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates})
+    return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates,
+                              "conflicts": result.conflicts})
 
 
 def _json_error(status: int, field: str, message: str) -> web.Response:
