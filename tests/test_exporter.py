@@ -289,7 +289,7 @@ async def test_ticket_reused_event_id_keeps_the_stored_event(make_client, caplog
 
     assert await response.json() == {"accepted": 0, "duplicates": 2, "conflicts": 1}
     assert metrics[("slawatch_ticket_first_response_seconds_sum", EMAIL_CALENDAR)] == 300
-    assert "reuses its id id=r1 ticket=T9" in caplog.text
+    assert "different events reuse their ids source=webhook ids=r1" in caplog.text
 
 
 BAD_EVENTS = [

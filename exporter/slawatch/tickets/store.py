@@ -112,8 +112,9 @@ class HistogramValue:
 class IngestResult:
     accepted: int = 0
     duplicates: int = 0
-    # Duplicates whose content differs from the stored event: the stored one is kept.
-    conflicts: int = 0
+    # Ids of duplicates whose content differs from the stored event: the stored one is kept. Pollers
+    # meet these when a ticket's current values differ from those of an event built earlier.
+    conflict_ids: list[str] = field(default_factory=list)
     ticket_ids: set[str] = field(default_factory=set)
 
 
@@ -264,9 +265,7 @@ class TicketStore:
                         else:
                             result.duplicates += 1
                             if self._conflicts(values):
-                                result.conflicts += 1
-                                logger.warning("Kept the stored ticket event, a different event reuses its id "
-                                               "id=%s ticket=%s type=%s", event.id, event.ticket_id, event.type)
+                                result.conflict_ids.append(event.id)
                     affected |= result.ticket_ids
                 batch = _Batch(self)
                 for ticket_id in sorted(affected):

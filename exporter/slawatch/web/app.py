@@ -468,8 +468,11 @@ async def _ingest_ticket_events(exporter: Exporter, raw: bytes, source: str) -> 
 
     result = await exporter.ticket_writer.ingest(events)
     exporter.ticket_sources.success(source, lag=time.time() - max(event.time for event in events))
+    if result.conflict_ids:
+        logger.warning("Kept the stored ticket events, different events reuse their ids source=%s ids=%s", source,
+                       ",".join(result.conflict_ids[:10]))
     return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates,
-                              "conflicts": result.conflicts})
+                              "conflicts": len(result.conflict_ids)})
 
 
 def _json_error(status: int, field: str, message: str) -> web.Response:
