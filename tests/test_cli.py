@@ -49,6 +49,18 @@ def test_serve_rejects_invalid_config(tmp_path: Path):
     assert "targets[0].url: required key is missing" in completed.stderr
 
 
+def test_invalid_config_reported_in_chinese(tmp_path: Path, monkeypatch):
+    path = write_config(tmp_path / "bad.yml", {"targets": [{"service": "web", "colour": "red"}]})
+    monkeypatch.setenv("SLAWATCH_LOCALE", "zh-CN")
+
+    completed = run("check", f"--config.file={path}", cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert completed.stderr.startswith(f"{path}：配置无效：\n")
+    assert "targets[0].colour: unknown or unsupported key" in completed.stderr
+    assert completed.stderr.rstrip().endswith("配置未加载。请修正上面列出的问题后重新运行命令。")
+
+
 @pytest.mark.parametrize("address", ["localhost", "9115", "127.0.0.1:http", "127.0.0.1:70000"])
 def test_serve_rejects_bad_listen_address(tmp_path: Path, address: str):
     completed = run("serve", f"--web.listen-address={address}", cwd=tmp_path)

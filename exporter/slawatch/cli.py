@@ -33,6 +33,7 @@ TEXT = Catalog({
                             "check the path, or add targets as in the embedded default config",
                      "zh-CN": "{source}：警告：配置中没有探测目标也没有 SLO，因此不会探测任何东西：请检查路径，"
                               "或参照内置默认配置添加目标"},
+    "config.problems": {"en": "{source}: invalid config:", "zh-CN": "{source}：配置无效："},
     "config.invalid": {"en": "The config was not loaded. Fix the problems above and run the command again.",
                        "zh-CN": "配置未加载。请修正上面列出的问题后重新运行命令。"},
     "generate.wrote": {"en": "Wrote {path}", "zh-CN": "已写入 {path}"},
@@ -98,8 +99,11 @@ def _load_or_report(path: str | None) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as error:
-        print(error, file=sys.stderr)
-        print(TEXT.get("config.invalid", locale_from(None)), file=sys.stderr)
+        locale = locale_from(None)
+        print(TEXT.get("config.problems", locale, source=error.source), file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        print(TEXT.get("config.invalid", locale), file=sys.stderr)
         return None
 
 
