@@ -477,25 +477,26 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--events", help="JSON-lines file of ticket events to replay")
     backfill.add_argument("--database", help="slawatch ticket store to read (it is copied, never changed)")
     backfill.add_argument("--out", required=True, help="OpenMetrics file to write")
-    backfill.add_argument("--step", default="5m", help="time between samples, a duration such as 1m or 5m (default 5m)")
+    backfill.add_argument("--step", default="5m",
+                          help="time between samples, a duration of at least 1s such as 1m or 5m (default 5m)")
+    backfill.add_argument("--start", help="first sample time, RFC 3339 (2025-03-01T00:00:00Z) or a date "
+                                          "(midnight UTC); default: the oldest event")
+    backfill.add_argument("--end", help="last sample time, RFC 3339 or a date (midnight UTC); default: one step "
+                                        "after the newest event")
+    backfill.add_argument("--max-samples", help="maximum number of samples to write; a larger output is rejected "
+                                                "before anything is written (default 20000000)")
     backfill.set_defaults(func=cmd_tickets_backfill)
     return parser
 
 
 def cmd_tickets_backfill(args: argparse.Namespace) -> int:
-    from .durations import parse_duration
-    from .tickets.backfill import run_backfill
+    from .tickets.backfill_command import run_backfill
 
     config = _load_or_report(args.config_file)
     if config is None:
         return 1
-    try:
-        step = parse_duration(args.step)
-    except ValueError as error:
-        print(f"--step: {error}", file=sys.stderr)
-        return 2
-    return run_backfill(config.tickets, locale_from(config), Path(args.out), step,
-                        Path(args.events) if args.events else None, Path(args.database) if args.database else None)
+    return run_backfill(config.tickets, locale_from(config), args.out, step=args.step, start=args.start,
+                        end=args.end, max_samples=args.max_samples, events=args.events, database=args.database)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -345,14 +345,21 @@ class TicketStore:
             )
 
     def contributions(self):
-        """Yield every stored contribution as (name, labels, value, time); used by the backfill."""
+        """Yield every stored contribution as (ticket_id, name, labels, value, time); used by the backfill."""
         with self._lock:
             keys = dict(self.series_keys)
-            rows = self._db.execute("SELECT contributions FROM ticket_state").fetchall()
-        for (encoded,) in rows:
+            rows = self._db.execute("SELECT ticket_id, contributions FROM ticket_state").fetchall()
+        for ticket_id, encoded in rows:
             for series_id, value, at in json.loads(encoded):
                 name, labels = keys[series_id]
-                yield name, labels, value, at
+                yield ticket_id, name, labels, value, at
+
+    def event_id_at(self, ticket_id: str, at: float) -> str | None:
+        """Return the id of an event of `ticket_id` with time `at`, or None when there is none."""
+        with self._lock:
+            row = self._db.execute("SELECT id FROM events WHERE ticket_id = ? AND time = ? ORDER BY id LIMIT 1",
+                                   (ticket_id, at)).fetchone()
+        return row[0] if row else None
 
 
 @dataclass
