@@ -78,6 +78,82 @@ def test_check_reports_in_chinese(tmp_path: Path):
     assert "配置有效" in completed.stdout
 
 
+def secret_config(tmp_path: Path, webhook: dict, sources: dict | None = None) -> Path:
+    data = minimal_config(tmp_path)
+    data["tickets"]["webhook"] = webhook
+    data["tickets"]["sources"] = sources or {}
+    return write_config(tmp_path / "slawatch.yml", data)
+
+
+def test_check_reports_secrets_that_serve_reads(tmp_path: Path):
+    (tmp_path / "empty-token").write_text("", encoding="utf-8")
+    missing = tmp_path / "missing-secret"
+    path = secret_config(tmp_path, {"secret_file": str(missing), "zendesk_secret_file": str(missing)}, {
+        "rt": {"url": "http://127.0.0.1:1", "token_file": str(tmp_path / "empty-token")},
+        "zammad": {"url": "http://127.0.0.1:1", "token_file": str(missing)},
+    })
+
+    checked = run("check", f"--config.file={path}", cwd=tmp_path)
+    served = run("serve", f"--config.file={path}", f"--web.listen-address=127.0.0.1:{free_port()}", cwd=tmp_path)
+    serve_error = served.stderr.strip().splitlines()[-1]
+
+    assert checked.returncode == 1
+    assert "config is valid" not in checked.stdout
+    assert f"{path}: `slawatch serve` cannot use these secrets:" in checked.stderr
+    assert f"  - tickets.webhook.secret_file: cannot read the webhook secret file {missing}: No such file or " \
+           "directory: check the path and the file's permissions" in checked.stderr
+    assert f"  - tickets.webhook.zendesk_secret_file: cannot read the webhook secret file {missing}" in checked.stderr
+    assert f"  - tickets.sources.rt.token_file: {tmp_path / 'empty-token'} is empty: write the secret into it" \
+        in checked.stderr
+    assert f"  - tickets.sources.zammad.token_file: cannot read {missing}: No such file or directory" in checked.stderr
+    assert "fails every poll" in checked.stderr
+    assert served.returncode == 1
+    assert f"  - {serve_error}\n" in checked.stderr
+
+
+@pytest.mark.parametrize(("value", "problem"), [(None, "is not set"), ("  ", "is empty")])
+def test_check_reports_webhook_secret_env(tmp_path: Path, value, problem):
+    name = "SLAWATCH_TEST_CHECK_WEBHOOK_SECRET"
+    path = secret_config(tmp_path, {"secret_env": name})
+    env = {k: v for k, v in os.environ.items() if k != name}
+    if value is not None:
+        env[name] = value
+
+    completed = subprocess.run([*SLAWATCH, "check", f"--config.file={path}"], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=120, env=env)
+
+    assert completed.returncode == 1
+    assert f"tickets.webhook.secret_env: environment variable {name} {problem}" in completed.stderr
+
+
+def test_check_accepts_usable_secrets(tmp_path: Path):
+    for name in ("zendesk-secret", "rt-password", "zendesk-token"):
+        (tmp_path / name).write_text(f"{name}\n", encoding="utf-8")
+    path = secret_config(tmp_path, {"secret_env": "SLAWATCH_TEST_CHECK_SECRET",
+                                    "zendesk_secret_file": str(tmp_path / "zendesk-secret")}, {
+        "rt": {"url": "http://127.0.0.1:1", "user": "sla", "password_file": str(tmp_path / "rt-password")},
+        "zendesk": {"url": "http://127.0.0.1:1", "email": "a@example.org",
+                    "token_file": str(tmp_path / "zendesk-token")},
+    })
+
+    completed = run("check", f"--config.file={path}", cwd=tmp_path, env={"SLAWATCH_TEST_CHECK_SECRET": "shared"})
+
+    assert completed.returncode == 0, completed.stderr
+    assert f"{path}: config is valid" in completed.stdout
+    assert "cannot use these secrets" not in completed.stderr
+
+
+def test_check_reports_secrets_in_chinese(tmp_path: Path):
+    path = secret_config(tmp_path, {"secret_file": str(tmp_path / "missing")})
+
+    completed = run("check", f"--config.file={path}", cwd=tmp_path, env={"SLAWATCH_LOCALE": "zh-CN"})
+
+    assert completed.returncode == 1
+    assert f"{path}：`slawatch serve` 无法使用以下密钥：" in completed.stderr
+    assert "tickets.webhook.secret_file: cannot read the webhook secret file" in completed.stderr
+    assert "每次轮询都会失败" in completed.stderr
+
+
 def test_check_default_config_with_tools():
     completed = run("check")
 

@@ -172,3 +172,158 @@ def test_ticket_source_mapping_rejected(sources, message):
         parse_config({"tickets": {"sources": sources}})
 
     assert message in str(caught.value)
+
+
+def problems_of(data: dict) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "slawatch.yml")
+    return caught.value.problems
+
+
+def office_calendar(**fields) -> dict:
+    return {"tickets": {"calendars": {"office": {"timezone": "Asia/Shanghai", **fields}}}}
+
+
+def test_calendar_overlapping_ranges_rejected():
+    problems = problems_of(office_calendar(hours={"fri": ["09:00-12:00", "11:00-13:00"]}))
+
+    assert problems == [
+        "tickets.calendars.office.hours.fri: time ranges '09:00-12:00' and '11:00-13:00' overlap, so their shared "
+        "time would count twice: merge them into 09:00-13:00, or let one range end where the other starts"
+    ]
+
+
+def test_calendar_overlaps_reported_per_day():
+    problems = problems_of(office_calendar(
+        hours={"mon": ["13:00-18:00", "09:00-14:00"], "tue": ["09:00-12:00", "10:00-11:00", "11:30-13:00"]},
+        workday_hours=["10:00-16:00", "15:00-17:00"]))
+
+    assert len(problems) == 3
+    assert problems[0].startswith("tickets.calendars.office.hours.mon: time ranges '09:00-14:00' and "
+                                  "'13:00-18:00' overlap")
+    assert "merge them into 09:00-18:00" in problems[0]
+    assert problems[1].startswith("tickets.calendars.office.hours.tue: time ranges overlap ('09:00-12:00' and "
+                                  "'10:00-11:00', '09:00-12:00' and '11:30-13:00')")
+    assert problems[2].startswith("tickets.calendars.office.workday_hours: time ranges '10:00-16:00' and "
+                                  "'15:00-17:00' overlap")
+
+
+@pytest.mark.parametrize("ranges", [["09:00-12:00", "12:00-13:00"], ["13:00-18:00", "09:00-12:00"],
+                                    ["00:00-09:00", "18:00-24:00"]])
+def test_calendar_separate_ranges_accepted(ranges):
+    config = parse_config(office_calendar(hours={"fri": ranges}, workday_hours=ranges))
+
+    assert config.tickets.calendars["office"].hours["fri"] == ranges
+    assert config.tickets.calendars["office"].workday_hours == ranges
+
+
+def test_calendar_bad_ranges_each_at_own_path():
+    problems = problems_of(office_calendar(hours={"tue": ["9-18", "09:00-18:00", "18:00-17:00"],
+                                                  "wed": ["09:00"]}))
+
+    assert problems == [
+        "tickets.calendars.office.hours.tue[0]: invalid time range '9-18': use HH:MM-HH:MM, for example 09:00-18:00",
+        "tickets.calendars.office.hours.tue[2]: time range '18:00-17:00' ends before it starts: use HH:MM-HH:MM "
+        "with the end later, or 24:00",
+        "tickets.calendars.office.hours.wed[0]: invalid time range '09:00': use HH:MM-HH:MM, for example 09:00-18:00",
+    ]
+
+
+def test_calendar_unknown_day_names_key():
+    problems = problems_of(office_calendar(hours={"monday": ["09:00-18:00"], "Tue": ["09:00-18:00"]}))
+
+    assert problems == [
+        "tickets.calendars.office.hours.monday: unknown day 'monday': use mon, tue, wed, thu, fri, sat or sun",
+        "tickets.calendars.office.hours.Tue: unknown day 'Tue': use mon, tue, wed, thu, fri, sat or sun",
+    ]
+
+
+def test_calendar_date_in_holidays_and_workdays():
+    problems = problems_of(office_calendar(hours={"mon": ["09:00-18:00"]},
+                                           holidays=["2025-10-01", "2025-10-02"], workdays=["2025-10-01", "2025-09-28"]))
+
+    assert problems == [
+        "tickets.calendars.office.workdays: 2025-10-01 is also listed in holidays: a date is either a holiday or a "
+        "make-up working day, so remove it from one of the two lists"
+    ]
+
+
+def test_calendar_distinct_holidays_and_workdays_accepted():
+    config = parse_config(office_calendar(hours={"mon": ["09:00-18:00"]}, holidays=["2025-10-01"],
+                                          workdays=["2025-09-28"]))
+
+    assert [day.isoformat() for day in config.tickets.calendars["office"].workdays] == ["2025-09-28"]
+
+
+def test_calendar_bare_date_asks_for_list(tmp_path: Path):
+    path = tmp_path / "slawatch.yml"
+    path.write_text("tickets:\n  calendars:\n    office:\n      hours: {mon: ['09:00-18:00']}\n"
+                    "      holidays: 2025-10-01\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert caught.value.problems == [
+        "tickets.calendars.office.holidays: expected a list of dates such as [2025-10-01], got 2025-10-01"
+    ]
+
+
+@pytest.mark.parametrize("key", ["channels", "priorities"])
+def test_ticket_names_must_be_unique(key):
+    names = ["low", "normal", "low", "high", "normal"]
+    kind = {"channels": "channel", "priorities": "priority"}[key]
+
+    problems = problems_of({"tickets": {key: names}})
+
+    assert problems == [f"tickets.{key}: duplicate {kind} 'low', 'normal': list each {kind} once"]
+
+
+@pytest.mark.parametrize("threshold", ["0s", 0])
+def test_ticket_sla_threshold_must_be_positive(threshold):
+    problems = problems_of({"tickets": {"slas": [{"name": "first_response", "threshold": threshold}]}})
+
+    assert problems == ["tickets.slas[0].threshold: threshold 0s must be greater than 0s because it becomes a "
+                        "histogram bucket bound: use a latency such as 1h"]
+
+
+def test_ticket_sla_threshold_becomes_bucket():
+    config = parse_config({"tickets": {"slas": [{"name": "fast", "threshold": "45m"}]}})
+
+    assert 2700.0 in config.tickets.buckets_for("first_response")
+    assert all(bound > 0 for bound in config.tickets.buckets_for("first_response"))
+
+
+WORDING = [
+    # (data, the whole problem line)
+    (office_calendar(timezone="Asia/Beijing", hours={"mon": ["09:00-18:00"]}),
+     "tickets.calendars.office.timezone: unknown time zone 'Asia/Beijing': use an IANA name such as Asia/Shanghai "
+     "or UTC"),
+    ({"tickets": {"teams": {"L1": "L1 Support"}}},
+     "tickets.teams.L1: 'L1 Support' is not a valid name: use letters, digits, '_', '.' or '-', starting with a "
+     "letter or '_'"),
+    ({"tickets": {"slas": [{"name": "fr", "threshold": "1h", "channels": "email"}]}},
+     "tickets.slas[0].channels: expected a list, got 'email': write it as a list: [email]"),
+    ({"tickets": {"calendars": {"office": {"hours": {"mon": "09:00-18:00"}}}}},
+     "tickets.calendars.office.hours.mon: expected a list, got '09:00-18:00': write it as a list: ['09:00-18:00']"),
+    ({"tickets": {"sources": {"rt": {"url": "http://127.0.0.1:1", "token_file": "t", "priority_map": {"p1": "low"}}}}},
+     "tickets.sources.rt.priority_map.p1: expected a whole number, got 'p1'"),
+    ({"modules": {"web": {"prober": "http", "http": {"valid_status_codes": [700]}}}},
+     "modules.web.http.valid_status_codes: status code 700 is out of range: use codes between 100 and 599"),
+    ({"targets": [{"service": "web", "url": "http://127.0.0.1/", "interval": "2x"}]},
+     "targets[0].interval: invalid duration '2x': use a string like 30s, 5m, 1h30m or 30d"),
+    ({"tickets": {"channels": None}},
+     "tickets.channels: expected a list, got an empty value: write the items as a list, or [] for none"),
+    ({"global": {"probe_duration_buckets": [1, 0.5]}},
+     "global.probe_duration_buckets: bucket bounds must be sorted ascending with no duplicates, got [1, 0.5]"),
+]
+
+
+@pytest.mark.parametrize(("data", "line"), WORDING)
+def test_problem_wording_names_value_once(data, line):
+    assert problems_of(data) == [line]
+
+
+def test_label_value_may_start_with_underscore():
+    config = parse_config({"tickets": {"channels": ["_internal", "email"]}})
+
+    assert config.tickets.channels == ["_internal", "email"]

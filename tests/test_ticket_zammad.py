@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -85,6 +86,25 @@ async def test_zammad_second_poll_reads_nothing_new(zammad, tmp_path: Path):
     assert again == 1  # the newest ticket sits on the cursor and is read again, adding nothing
     assert store.snapshot().counters[(CREATED, LABELS)] == 2
     assert store.snapshot().histograms[(FIRST_RESPONSE, LABELS + ("calendar",))].count == 1
+
+
+async def test_zammad_empty_token_fails_poll(zammad, tmp_path: Path, caplog):
+    server, requests = zammad
+    config = parse_config(zammad_config(tmp_path, str(server.make_url("/")).rstrip("/")))
+    (tmp_path / "zammad-token").write_text("\n", encoding="utf-8")
+    store, _ = build_store(config.tickets)
+    metrics = SourceMetrics()
+
+    async def stop(seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await ZammadPoller(config.tickets, store, metrics, sleep=stop).run()
+
+    assert metrics.errors[("zammad", "config")] == 1
+    assert requests == []
+    assert f"tickets.sources.zammad.token_file: {tmp_path / 'zammad-token'} is empty: write the secret into it" \
+        in caplog.text
 
 
 def test_zammad_config_rejects_unknown_channel(tmp_path: Path):

@@ -260,6 +260,48 @@ def test_calendar_several_ranges_a_day():
     assert calendar.business_seconds(ts("2025-03-03T11:00:00+08:00"), ts("2025-03-03T14:00:00+08:00")) == 3600 + 1800
 
 
+def test_calendar_split_day_counts_each_range_once():
+    calendar = BusinessCalendar("split", "Asia/Shanghai", {"fri": ["09:00-12:00", "13:00-18:00"]})
+
+    lunch_span = calendar.business_seconds(ts("2025-03-07T10:00:00+08:00"), ts("2025-03-07T14:30:00+08:00"))
+    whole_day = calendar.business_seconds(ts("2025-03-07T00:00:00+08:00"), ts("2025-03-08T00:00:00+08:00"))
+    in_lunch = calendar.business_seconds(ts("2025-03-07T12:10:00+08:00"), ts("2025-03-07T12:50:00+08:00"))
+
+    assert lunch_span == 2 * 3600 + 1.5 * 3600
+    assert whole_day == 8 * 3600
+    assert in_lunch == 0
+
+
+def test_calendar_adjacent_ranges_count_once():
+    calendar = BusinessCalendar("adjacent", "Asia/Shanghai", {"fri": ["09:00-12:00", "12:00-13:00"]})
+
+    seconds = calendar.business_seconds(ts("2025-03-07T10:00:00+08:00"), ts("2025-03-07T12:30:00+08:00"))
+
+    assert seconds == 9000
+
+
+@pytest.mark.parametrize(("hours", "workday_hours", "named"), [
+    ({"fri": ["09:00-12:00", "11:00-13:00"]}, None, "hours of fri: time ranges '09:00-12:00' and '11:00-13:00'"),
+    ({"mon": ["13:00-18:00", "09:00-24:00"]}, None, "hours of mon: time ranges '09:00-24:00' and '13:00-18:00'"),
+    ({"mon": ["09:00-18:00"]}, ["10:00-16:00", "09:00-10:30"],
+     "workday_hours: time ranges '09:00-10:30' and '10:00-16:00'"),
+])
+def test_calendar_rejects_overlapping_ranges(hours, workday_hours, named):
+    with pytest.raises(ValueError) as caught:
+        BusinessCalendar("office", "Asia/Shanghai", hours, workday_hours=workday_hours)
+
+    assert f"calendar 'office', {named} overlap" in str(caught.value)
+
+
+def test_calendar_spring_forward_counts_once():
+    # On 2025-03-09 New York skips 02:00-03:00. The range ending at 02:30 ends at 07:30 UTC, after
+    # the 03:00 range starts (07:00 UTC), so the two half-hours must not both count.
+    calendar = BusinessCalendar("ny", "America/New_York", {"sun": ["01:00-02:30", "03:00-04:00"]})
+    start = ts("2025-03-09T00:00:00-05:00")
+
+    assert calendar.business_seconds(start, start + 86400) == 2 * 3600
+
+
 @pytest.mark.parametrize(("day", "open_seconds"), [
     ("2025-01-26", 9 * 3600),  # Sunday, make-up working day for the Spring Festival
     ("2025-01-28", 0),  # Spring Festival holiday on a Tuesday
@@ -497,3 +539,72 @@ async def test_group_writer_failure_stores_nothing(tmp_path: Path):
     assert all(isinstance(outcome, OSError) for outcome in outcomes)
     assert retry.accepted == 1
     assert counter(store, "slawatch_tickets_created_total", ("webhook", "email", "normal", "support")) == 1
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+def secret_tickets(tmp_path: Path, webhook: dict | None = None, sources: dict | None = None):
+    data = {"database": str(tmp_path / "tickets.db"), "webhook": webhook or {}, "sources": sources or {}}
+    return parse_config({"tickets": data}).tickets
+
+
+def test_secret_problems_none_when_usable(tmp_path: Path, monkeypatch):
+    from slawatch.tickets.secrets import ticket_secret_problems
+
+    for name in ("zendesk-secret", "rt-password", "jira-token", "zammad-token", "zendesk-token"):
+        (tmp_path / name).write_text(f"{name}\n", encoding="utf-8")
+    monkeypatch.setenv("SLAWATCH_TEST_WEBHOOK_SECRET", "shared")
+    tickets = secret_tickets(tmp_path, {"secret_env": "SLAWATCH_TEST_WEBHOOK_SECRET",
+                                        "zendesk_secret_file": str(tmp_path / "zendesk-secret")}, {
+        "rt": {"url": "http://127.0.0.1:1", "user": "sla", "password_file": str(tmp_path / "rt-password")},
+        "jira": {"url": "http://127.0.0.1:1", "user": "a@example.org", "token_file": str(tmp_path / "jira-token")},
+        "zammad": {"url": "http://127.0.0.1:1", "token_file": str(tmp_path / "zammad-token")},
+        "zendesk": {"url": "http://127.0.0.1:1", "email": "a@example.org",
+                    "token_file": str(tmp_path / "zendesk-token")},
+    })
+
+    assert ticket_secret_problems(tickets) == []
+    assert ticket_secret_problems(secret_tickets(tmp_path)) == []
+
+
+def test_secret_problems_name_key_and_file(tmp_path: Path, monkeypatch):
+    from slawatch.tickets.secrets import ticket_secret_problems
+
+    (tmp_path / "empty").write_text("\n", encoding="utf-8")
+    missing = tmp_path / "missing"
+    monkeypatch.delenv("SLAWATCH_TEST_UNSET_SECRET", raising=False)
+    tickets = secret_tickets(tmp_path, {"secret_env": "SLAWATCH_TEST_UNSET_SECRET",
+                                        "zendesk_secret_file": str(missing)}, {
+        "rt": {"url": "http://127.0.0.1:1", "token_file": str(missing)},
+        "jira": {"url": "http://127.0.0.1:1", "user": "a@example.org", "token_file": str(tmp_path / "empty")},
+        "zendesk": {"url": "http://127.0.0.1:1", "oauth_token_file": str(tmp_path)},
+    })
+
+    problems = ticket_secret_problems(tickets)
+
+    assert problems == [
+        "tickets.webhook.secret_env: environment variable SLAWATCH_TEST_UNSET_SECRET is not set: set it to the "
+        "shared secret in the environment that runs slawatch",
+        f"tickets.webhook.zendesk_secret_file: cannot read the webhook secret file {missing}: No such file or "
+        "directory: check the path and the file's permissions",
+        f"tickets.sources.rt.token_file: cannot read {missing}: No such file or directory: check the path and the "
+        "file's permissions",
+        f"tickets.sources.jira.token_file: {tmp_path / 'empty'} is empty: write the secret into it",
+        f"tickets.sources.zendesk.oauth_token_file: cannot read {tmp_path}: Is a directory: check the path and the "
+        "file's permissions",
+    ]
+
+
+def test_secret_problems_empty_webhook_secrets(tmp_path: Path, monkeypatch):
+    from slawatch.tickets.secrets import ticket_secret_problems
+
+    (tmp_path / "blank").write_text("  \n", encoding="utf-8")
+    monkeypatch.setenv("SLAWATCH_TEST_EMPTY_SECRET", "")
+
+    from_env = ticket_secret_problems(secret_tickets(tmp_path, {"secret_env": "SLAWATCH_TEST_EMPTY_SECRET"}))
+    from_file = ticket_secret_problems(secret_tickets(tmp_path, {"secret_file": str(tmp_path / "blank")}))
+
+    assert from_env == ["tickets.webhook.secret_env: environment variable SLAWATCH_TEST_EMPTY_SECRET is empty: "
+                        "set it to the shared secret"]
+    assert from_file == [f"tickets.webhook.secret_file: the webhook secret file {tmp_path / 'blank'} is empty: "
+                         "write the secret into it"]

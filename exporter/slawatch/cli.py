@@ -41,6 +41,13 @@ TEXT = Catalog({
                                 "and commit the result",
                        "zh-CN": "{path} 与 `slawatch generate` 当前生成的内容不一致：请运行 `slawatch generate` 并提交结果"},
     "generate.fresh": {"en": "Generated files are up to date in {path}", "zh-CN": "{path} 中的生成文件是最新的"},
+    "check.secrets_invalid": {"en": "{source}: `slawatch serve` cannot use these secrets:",
+                              "zh-CN": "{source}：`slawatch serve` 无法使用以下密钥："},
+    "check.secrets_fix": {"en": "An unusable webhook secret stops `slawatch serve` at start-up, and an unusable "
+                                "helpdesk credential file fails every poll. Fix the problems above and run the "
+                                "command again.",
+                          "zh-CN": "webhook 密钥不可用时 `slawatch serve` 无法启动，工单系统凭据文件不可用时每次轮询都会失败。"
+                                   "请修正上面列出的问题后重新运行命令。"},
     "check.tool_ok": {"en": "{tool}: {what} passed", "zh-CN": "{tool}：{what} 检查通过"},
     "check.tool_failed": {"en": "{tool}: {what} failed:\n{output}", "zh-CN": "{tool}：{what} 检查失败：\n{output}"},
     "check.tool_missing": {"en": "{tool} is not on PATH: skipped {what} (install it with "
@@ -272,16 +279,28 @@ def cmd_slo_import(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .tickets.secrets import ticket_secret_problems
+
     config = _load_or_report(args.config_file)
     if config is None:
         return 1
     locale = locale_from(config)
     source = args.config_file or "<embedded default config>"
-    print(TEXT.get("config.valid", locale, source=source, targets=len(config.targets), slos=len(config.slos)))
+    failed = False
+    # parse_config reads no ticket secrets, so that generate and report work on a machine without
+    # them. check reads them here as serve would.
+    secret_problems = ticket_secret_problems(config.tickets)
+    if secret_problems:
+        print(TEXT.get("check.secrets_invalid", locale, source=source), file=sys.stderr)
+        for problem in secret_problems:
+            print(f"  - {problem}", file=sys.stderr)
+        print(TEXT.get("check.secrets_fix", locale), file=sys.stderr)
+        failed = True
+    else:
+        print(TEXT.get("config.valid", locale, source=source, targets=len(config.targets), slos=len(config.slos)))
     if not config.targets and not config.slos:
         print(TEXT.get("config.empty", locale, source=source), file=sys.stderr)
 
-    failed = False
     with tempfile.TemporaryDirectory() as scratch:
         rule_files = [p for p in _write_generated(config, Path(scratch)) if p.suffix in (".yml", ".yaml")]
         failed |= not _run_tool(locale, "promtool", ["check", "rules", *map(str, rule_files)],

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 
 from .durations import format_duration, format_le, parse_duration
 
@@ -50,7 +50,7 @@ class StrictModel(BaseModel):
 def _check_label_value(value: str) -> str:
     if not LABEL_VALUE.match(value):
         raise ValueError(
-            f"{value!r} is not a valid name: use letters, digits, '_', '.' or '-', starting with a letter"
+            f"{value!r} is not a valid name: use letters, digits, '_', '.' or '-', starting with a letter or '_'"
         )
     return value
 
@@ -399,7 +399,34 @@ class Target(StrictModel):
         return value
 
 
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+# Keys of a calendar's `hours`, in the order of date.weekday().
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _check_weekday(value: Any) -> str:
+    if value not in WEEKDAYS:
+        raise ValueError(f"unknown day {value!r}: use {', '.join(WEEKDAYS[:-1])} or {WEEKDAYS[-1]}")
+    return value
+
+
+def _check_time_range(text: str) -> str:
+    from .tickets.calendar import parse_range
+
+    parse_range(text)
+    return text
+
+
+def _check_no_overlap(texts: list[str]) -> list[str]:
+    from .tickets.calendar import check_no_overlap
+
+    return check_no_overlap(texts)
+
+
+Weekday = Annotated[str, BeforeValidator(_check_weekday)]
+# One range of local opening hours, "HH:MM-HH:MM". Each invalid range is reported at its own list index.
+TimeRange = Annotated[str, AfterValidator(_check_time_range)]
+# The ranges of one day, which may not overlap because overlapping time would count twice.
+DayRanges = Annotated[list[TimeRange], AfterValidator(_check_no_overlap)]
 TicketMeasure = Literal["first_response", "first_resolution", "full_resolution", "requester_wait"]
 
 
@@ -408,10 +435,10 @@ class Calendar(StrictModel):
 
     timezone: str = "UTC"
     always_open: bool = False
-    hours: dict[Weekday, list[str]] = Field(default_factory=dict)
+    hours: dict[Weekday, DayRanges] = Field(default_factory=dict)
     holidays: list[date] = Field(default_factory=list)
     workdays: list[date] = Field(default_factory=list, description="make-up working days")
-    workday_hours: list[str] | None = None
+    workday_hours: DayRanges | None = None
     holiday_source: Literal["none", "china"] = "none"
     unknown_dates: Literal["weekly", "closed"] = "weekly"
 
@@ -424,15 +451,16 @@ class Calendar(StrictModel):
             raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Asia/Shanghai or UTC") from None
         return value
 
-    @field_validator("hours")
+    @field_validator("workdays")
     @classmethod
-    def _valid_ranges(cls, hours: dict[str, list[str]]) -> dict[str, list[str]]:
-        from .tickets.calendar import parse_range
-
-        for ranges in hours.values():
-            for text in ranges:
-                parse_range(text)
-        return hours
+    def _not_also_holidays(cls, workdays: list[date], info: ValidationInfo) -> list[date]:
+        both = sorted(set(workdays) & set(info.data.get("holidays", [])))
+        if both:
+            dates = ", ".join(day.isoformat() for day in both)
+            verb, pronoun = ("is", "it") if len(both) == 1 else ("are", "each")
+            raise ValueError(f"{dates} {verb} also listed in holidays: a date is either a holiday or a make-up "
+                             f"working day, so remove {pronoun} from one of the two lists")
+        return workdays
 
     @model_validator(mode="after")
     def _has_hours(self) -> "Calendar":
@@ -449,6 +477,14 @@ class TicketSLA(StrictModel):
     threshold: Duration
     channels: list[LabelName] = Field(default_factory=list, description="empty: every channel")
     priorities: list[LabelName] = Field(default_factory=list, description="empty: every priority")
+
+    @field_validator("threshold")
+    @classmethod
+    def _positive_threshold(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"threshold {format_duration(value)} must be greater than 0s because it becomes a "
+                             "histogram bucket bound: use a latency such as 1h")
+        return value
 
 
 class TicketWebhook(StrictModel):
@@ -608,6 +644,16 @@ class TicketsConfig(StrictModel):
     @classmethod
     def _sorted_buckets(cls, buckets: list[float]) -> list[float]:
         return _check_buckets(buckets)
+
+    @field_validator("channels", "priorities")
+    @classmethod
+    def _unique_names(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        kind = {"channels": "channel", "priorities": "priority"}[info.field_name]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            listed = ", ".join(repr(name) for name in duplicates)
+            raise ValueError(f"duplicate {kind} {listed}: list each {kind} once")
+        return names
 
     def buckets_for(self, measure: str, extra: list[float] = ()) -> list[float]:
         """Return a measure's bucket bounds: the configured ones plus every SLA threshold on it."""
@@ -1183,12 +1229,48 @@ _FIXES = {
 def _format_location(loc: tuple[Any, ...]) -> str:
     path = ""
     for part in loc:
+        if part == "[key]":
+            continue  # pydantic's marker for an invalid mapping key: the key itself is the last part
         if isinstance(part, int):
             path += f"[{part}]"
         else:
             name = {"global_": "global", "for_": "for"}.get(str(part), str(part))
             path += f".{name}" if path else name
     return path or "(top level)"
+
+
+def _format_value(value: Any) -> str:
+    """Return a value as the error shows it: dates as YAML writes them, anything else as repr()."""
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return repr(value)
+
+
+def _names_value(message: str, value: Any) -> bool:
+    """Return whether `message` already shows `value`, or for a list one of its items."""
+    candidates = [value, *value] if isinstance(value, list) else [value]
+    for item in candidates:
+        if isinstance(item, (dict, list)):
+            continue
+        if repr(item) in message or _format_value(item) in message:
+            return True
+        text = str(item)
+        if text and re.search(rf"(?<![\w.]){re.escape(text)}(?![\w.])", message):
+            return True
+    return False
+
+
+def _list_problem(loc: tuple[Any, ...], value: Any) -> str:
+    """Return the message for a scalar written where a list belongs, with the list to write instead."""
+    if isinstance(value, dict):
+        return f"expected a list, got {value!r}"
+    if value is None:
+        return "expected a list, got an empty value: write the items as a list, or [] for none"
+    if loc and loc[-1] in ("holidays", "workdays"):
+        example = value.isoformat() if isinstance(value, date) else "2025-10-01"
+        return f"expected a list of dates such as [{example}], got {_format_value(value)}"
+    written = yaml.safe_dump([value], default_flow_style=True, allow_unicode=True).strip()
+    return f"expected a list, got {_format_value(value)}: write it as a list: {written}"
 
 
 def _format_validation_error(error: ValidationError) -> list[str]:
@@ -1205,13 +1287,18 @@ def _format_validation_error(error: ValidationError) -> list[str]:
             message = "must be " + message[len("Input should be "):]
         if kind in ("extra_forbidden", "missing"):
             problems.append(f"{path}: {fix}")
+        elif kind == "list_type":
+            problems.append(f"{path}: {_list_problem(loc, item.get('input'))}")
         elif fix:
-            problems.append(f"{path}: {fix}, got {item.get('input')!r}")
+            problems.append(f"{path}: {fix}, got {_format_value(item.get('input'))}")
         else:
-            # A whole mapping, or a query that the message already quotes, adds only noise.
+            # Showing a whole mapping, a query that the message already quotes, or a value that
+            # the message already names adds only noise.
             quoted = message.startswith(("sli ", "short window", "query ", "unsupported blackbox_exporter option",
                                          "set ")) or isinstance(item.get("input"), dict)
-            shown = f", got {item['input']!r}" if "input" in item and not quoted else ""
+            if kind == "value_error" and "input" in item and _names_value(message, item["input"]):
+                quoted = True
+            shown = f", got {_format_value(item['input'])}" if "input" in item and not quoted else ""
             problems.append(f"{path}: {message}{shown}")
     return problems
 

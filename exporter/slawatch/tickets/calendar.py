@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time as dtime, timedelta
 from zoneinfo import ZoneInfo
 
+from ..config import WEEKDAYS
+
 logger = logging.getLogger("slawatch.tickets.calendar")
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALWAYS_OPEN = "24x7"
 
 
@@ -35,6 +36,56 @@ def parse_range(text: str) -> tuple[dtime, dtime | None]:
     if end is not None and end <= start:
         raise ValueError(f"time range {text!r} ends before it starts: use HH:MM-HH:MM with the end later, or 24:00")
     return start, end
+
+
+def _range_seconds(text: str) -> tuple[int, int]:
+    """Return a range's start and end as seconds after local midnight, with 24:00 as 86400."""
+    start, end = parse_range(text)
+    start_seconds = start.hour * 3600 + start.minute * 60 + start.second
+    end_seconds = 86400 if end is None else end.hour * 3600 + end.minute * 60 + end.second
+    return start_seconds, end_seconds
+
+
+def _format_clock(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}" + (f":{secs:02d}" if secs else "")
+
+
+def check_no_overlap(texts: list[str]) -> list[str]:
+    """Raise ValueError naming each pair of ranges in `texts` that share time, else return `texts`.
+
+    Ranges that only touch, such as 09:00-12:00 and 12:00-13:00, do not overlap.
+    Each range must already pass `parse_range`.
+    """
+    spans = sorted((*_range_seconds(text), text) for text in texts)
+    pairs = []
+    for index, (start, end, text) in enumerate(spans):
+        for other_start, other_end, other in spans[index + 1:]:
+            if other_start >= end:
+                break  # sorted by start, so no later range reaches back into this one
+            pairs.append((text, other, min(start, other_start), max(end, other_end)))
+    if not pairs:
+        return texts
+    if len(pairs) == 1:
+        first, second, start, end = pairs[0]
+        raise ValueError(f"time ranges {first!r} and {second!r} overlap, so their shared time would count twice: "
+                         f"merge them into {_format_clock(start)}-{_format_clock(end)}, or let one range end "
+                         "where the other starts")
+    named = ", ".join(f"{first!r} and {second!r}" for first, second, _, _ in pairs)
+    raise ValueError(f"time ranges overlap ({named}), so their shared time would count twice: merge each "
+                     "overlapping group into one range, or let each range end where the next starts")
+
+
+def _merge_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Return the non-empty spans sorted and with overlapping or touching spans joined."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(span for span in spans if span[1] > span[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 @dataclass
@@ -59,6 +110,16 @@ class BusinessCalendar:
 
     def __post_init__(self) -> None:
         self.zone = ZoneInfo(self.timezone)
+        for day in WEEKDAYS:
+            try:
+                check_no_overlap(self.hours.get(day, []))
+            except ValueError as error:
+                raise ValueError(f"calendar {self.name!r}, hours of {day}: {error}") from None
+        if self.workday_hours:
+            try:
+                check_no_overlap(self.workday_hours)
+            except ValueError as error:
+                raise ValueError(f"calendar {self.name!r}, workday_hours: {error}") from None
         self._weekly = [[parse_range(r) for r in self.hours.get(day, [])] for day in WEEKDAYS]
         first_open_day = next((ranges for ranges in self._weekly if ranges), [])
         self._makeup = [parse_range(r) for r in self.workday_hours] if self.workday_hours else first_open_day
@@ -89,7 +150,10 @@ class BusinessCalendar:
     def _intervals(self, day: date) -> list[tuple[float, float]]:
         cached = self._days.get(day)
         if cached is None:
-            cached = [self._to_unix(day, opens, closes) for opens, closes in self._ranges(day)]
+            # Ranges that do not overlap in local time can still overlap in Unix time: on the day
+            # clocks spring forward, a range ending at 02:30 in the skipped hour ends after one that
+            # starts at 03:00. Merging counts such time once.
+            cached = _merge_spans([self._to_unix(day, opens, closes) for opens, closes in self._ranges(day)])
             with self._lock:
                 self._days[day] = cached
         return cached

@@ -148,7 +148,7 @@ def _label(data: dict, key: str, prefix: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not LABEL_VALUE.match(value):
         raise EventError(f"{prefix}{key}", f"invalid value {value!r}: use letters, digits, '_', '.' or '-', "
-                                           "starting with a letter, at most 63 characters")
+                                           "starting with a letter or '_', at most 63 characters")
     return value
 
 

@@ -31,23 +31,32 @@ class SignatureError(ValueError):
     """A missing, invalid or stale webhook signature."""
 
 
-def load_secret(secret_file: str | None, secret_env: str | None) -> bytes | None:
-    """Read the shared secret from a file or an environment variable; None when neither is configured."""
+def load_secret(secret_file: str | None, secret_env: str | None,
+                file_key: str = "tickets.webhook.secret_file") -> bytes | None:
+    """Read the shared secret from a file or an environment variable; None when neither is configured.
+
+    Raises ValueError, starting with the config key, when the file cannot be read, the variable
+    is not set, or the secret is empty. `file_key` names the config key that holds `secret_file`.
+    """
     if secret_file:
         try:
             secret = Path(secret_file).read_bytes().strip()
         except OSError as error:
-            raise ValueError(f"cannot read the webhook secret file {secret_file}: {error.strerror}: "
-                             "check tickets.webhook.secret_file") from None
-        source = f"file {secret_file}"
-    elif secret_env:
-        secret = os.environ.get(secret_env, "").encode().strip()
-        source = f"environment variable {secret_env}"
-    else:
-        return None
-    if not secret:
-        raise ValueError(f"webhook secret from {source} is empty: put the shared secret there")
-    return secret
+            raise ValueError(f"{file_key}: cannot read the webhook secret file {secret_file}: {error.strerror}: "
+                             "check the path and the file's permissions") from None
+        if not secret:
+            raise ValueError(f"{file_key}: the webhook secret file {secret_file} is empty: write the secret into it")
+        return secret
+    if secret_env:
+        if secret_env not in os.environ:
+            raise ValueError(f"tickets.webhook.secret_env: environment variable {secret_env} is not set: set it to "
+                             "the shared secret in the environment that runs slawatch")
+        secret = os.environ[secret_env].encode().strip()
+        if not secret:
+            raise ValueError(f"tickets.webhook.secret_env: environment variable {secret_env} is empty: set it to "
+                             "the shared secret")
+        return secret
+    return None
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:

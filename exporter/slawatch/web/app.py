@@ -70,7 +70,8 @@ class Exporter:
         self.ticket_pollers: list[asyncio.Task] = []
         self.ticket_writer = GroupWriter(self.store)
         self.webhook_secret = load_secret(config.tickets.webhook.secret_file, config.tickets.webhook.secret_env)
-        self.zendesk_secret = load_secret(config.tickets.webhook.zendesk_secret_file, None)
+        self.zendesk_secret = load_secret(config.tickets.webhook.zendesk_secret_file, None,
+                                          "tickets.webhook.zendesk_secret_file")
         self.ticket_collector = TicketCollector(self.store, self.calendars, self.ticket_sources,
                                                 baseline=ticket_baseline(config))
         self.registry.register(self.ticket_collector)

@@ -21,7 +21,6 @@ import logging
 import math
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,6 +28,7 @@ import aiohttp
 from ...config import JiraSource, TicketsConfig
 from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
+from ..secrets import read_secret_file
 from ..store import TicketStore
 from .http import SourceError, get_json
 
@@ -72,7 +72,7 @@ class JiraPoller:
     async def poll_once(self, max_pages: int | None = None) -> int:
         """Apply every issue updated since the cursor; return the number of issues read."""
         started = time.time()
-        token = Path(self.config.token_file).read_text(encoding="utf-8").strip()
+        token = read_secret_file(self.config.token_file, "tickets.sources.jira.token_file")
         headers = {"Authorization": aiohttp.encode_basic_auth(self.config.user, token), "Accept": "application/json"}
         read = pages = 0
         page_token: str | None = None

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,6 +24,7 @@ import aiohttp
 from ...config import RTSource, TicketsConfig
 from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
+from ..secrets import read_secret_file
 from ..store import TicketStore
 from .http import SourceError, get_json
 
@@ -59,9 +59,9 @@ class RTPoller:
     def _auth_headers(self) -> dict[str, str]:
         """Return the Authorization header; the secret is read on every poll so a rotated file applies."""
         if self.config.token_file:
-            token = Path(self.config.token_file).read_text(encoding="utf-8").strip()
+            token = read_secret_file(self.config.token_file, "tickets.sources.rt.token_file")
             return {"Authorization": f"token {token}"}
-        password = Path(self.config.password_file).read_text(encoding="utf-8").strip()
+        password = read_secret_file(self.config.password_file, "tickets.sources.rt.password_file")
         return {"Authorization": aiohttp.encode_basic_auth(self.config.user, password)}
 
     async def run(self) -> None:

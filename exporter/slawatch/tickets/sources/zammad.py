@@ -18,13 +18,13 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import aiohttp
 
 from ...config import TicketsConfig, ZammadSource
 from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
+from ..secrets import read_secret_file
 from ..store import TicketStore
 from .http import SourceError, get_json
 
@@ -71,7 +71,7 @@ class ZammadPoller:
         before that reads the same tickets again, which event ids make harmless.
         """
         started = time.time()
-        token = Path(self.config.token_file).read_text(encoding="utf-8").strip()
+        token = read_secret_file(self.config.token_file, "tickets.sources.zammad.token_file")
         headers = {"Authorization": f"Token token={token}"}
         cursor = self._cursor()
         newest = cursor

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,6 +33,7 @@ import aiohttp
 from ...config import TicketsConfig, ZendeskSource
 from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
+from ..secrets import read_secret_file
 from ..store import TicketStore
 from .http import SourceError, get_json
 
@@ -81,9 +81,9 @@ class ZendeskPoller:
     def _auth_headers(self) -> dict[str, str]:
         """Return the Authorization header. The secret is read on every poll, so a rotated file applies."""
         if self.config.oauth_token_file:
-            token = Path(self.config.oauth_token_file).read_text(encoding="utf-8").strip()
+            token = read_secret_file(self.config.oauth_token_file, "tickets.sources.zendesk.oauth_token_file")
             return {"Authorization": f"Bearer {token}"}
-        token = Path(self.config.token_file).read_text(encoding="utf-8").strip()
+        token = read_secret_file(self.config.token_file, "tickets.sources.zendesk.token_file")
         return {"Authorization": aiohttp.encode_basic_auth(f"{self.config.email}/token", token)}
 
     async def run(self) -> None:
