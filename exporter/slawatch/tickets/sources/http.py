@@ -17,6 +17,9 @@ logger = logging.getLogger("slawatch.tickets.sources")
 
 MAX_RETRY_AFTER = 300.0
 MAX_ATTEMPTS = 5
+# Error kinds of a request for one ticket's history (comments, articles, audits) that skip that ticket instead
+# of failing its page, because the ticket is deleted or not visible to the user.
+UNREADABLE_KINDS = ("http_403", "http_404")
 
 
 class SourceError(Exception):

@@ -11,7 +11,8 @@ an agent, and `app` is an automation, or a bot when its `appType` is `agent`.
 A comment is internal when `jsdPublic` is false.
 
 The cursor is the newest `updated` time of the applied issues, stored in the
-same transaction as the page's events.
+same transaction as the page's events. An issue whose comments return 403 or
+404 is skipped with a warning, so it does not hold the search at its page.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
 from ..secrets import read_secret_file
 from ..store import TicketStore
-from .http import SourceError, get_json
+from .http import UNREADABLE_KINDS, SourceError, get_json
 
 logger = logging.getLogger("slawatch.tickets.jira")
 
@@ -67,6 +68,10 @@ class JiraPoller:
             except (OSError, ValueError) as error:
                 self.metrics.error(SOURCE, "config")
                 logger.error("Failed to poll Jira url=%s err=%s", self.config.url, error)
+            except (KeyError, TypeError, AttributeError) as error:
+                # A response without a documented field. The cursor stays, so the page is read again.
+                self.metrics.error(SOURCE, "invalid")
+                logger.error("Failed to read a Jira response url=%s missing_or_invalid=%r", self.config.url, error)
             await self.sleep(self.config.interval)
 
     async def poll_once(self, max_pages: int | None = None) -> int:
@@ -88,7 +93,15 @@ class JiraPoller:
                 events: list[TicketEvent] = []
                 newest = self._cursor()
                 for issue in issues:
-                    events += await self._issue_events(session, issue)
+                    try:
+                        events += await self._issue_events(session, issue)
+                    except SourceError as error:
+                        if error.kind not in UNREADABLE_KINDS:
+                            raise
+                        # One issue the API refuses must not stop the search at this page forever.
+                        self.metrics.error(SOURCE, error.kind)
+                        logger.warning("Skipped a Jira issue whose comments cannot be read issue=%s err=%s",
+                                       issue["key"], error)
                     newest = max(newest, _parse_time(issue["fields"]["updated"]))
                 await asyncio.get_running_loop().run_in_executor(
                     None, lambda: self.store.ingest(events, meta={CURSOR_KEY: newest.isoformat()}))

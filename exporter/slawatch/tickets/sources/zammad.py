@@ -4,7 +4,8 @@ The poller searches tickets sorted by `updated_at` (newest first, with
 `expand=true` for the state, priority and group names) and stops at the
 first ticket older than the cursor. Each ticket's articles
 (`GET /api/v1/ticket_articles/by_ticket/{id}`) become replies whose event
-ids are the article ids. The author kind comes from the documented `sender`
+ids are the article ids. A ticket whose articles return 403 or 404 is skipped
+with a warning. The author kind comes from the documented `sender`
 (`Agent`, `Customer`, `System`), and `internal: true` marks a note.
 
 Zammad's documented REST API has no state history, so a state is recorded
@@ -26,7 +27,7 @@ from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
 from ..secrets import read_secret_file
 from ..store import TicketStore
-from .http import SourceError, get_json
+from .http import UNREADABLE_KINDS, SourceError, get_json
 
 logger = logging.getLogger("slawatch.tickets.zammad")
 
@@ -62,6 +63,10 @@ class ZammadPoller:
             except (OSError, ValueError) as error:
                 self.metrics.error(SOURCE, "config")
                 logger.error("Failed to poll Zammad url=%s err=%s", self.config.url, error)
+            except (KeyError, TypeError, AttributeError) as error:
+                # A response without a documented field. The cursor stays, so the tickets are read again.
+                self.metrics.error(SOURCE, "invalid")
+                logger.error("Failed to read a Zammad response url=%s missing_or_invalid=%r", self.config.url, error)
             await self.sleep(self.config.interval)
 
     async def poll_once(self) -> int:
@@ -81,17 +86,31 @@ class ZammadPoller:
                 tickets = await get_json(session, f"{self.base}/tickets/search", {
                     "query": self.config.query, "sort_by": "updated_at", "order_by": "desc", "expand": "true",
                     "page": str(page), "per_page": str(self.config.page_size)}, SOURCE, self.metrics, self.sleep)
-                changed = [t for t in tickets or [] if _parse_time(t["updated_at"]) >= cursor]
+                if not isinstance(tickets, list):
+                    raise SourceError("invalid", f"GET {self.base}/tickets/search returned no list of tickets, as "
+                                                 "Zammad does without expand=true: check that url is the Zammad base "
+                                                 "URL and that no proxy drops the query string")
+                changed = [t for t in tickets if _parse_time(t["updated_at"]) >= cursor]
                 events: list[TicketEvent] = []
                 for ticket in changed:
-                    events += await self._ticket_events(session, ticket)
+                    try:
+                        events += await self._ticket_events(session, ticket)
+                    except SourceError as error:
+                        if error.kind not in UNREADABLE_KINDS:
+                            raise
+                        # One ticket the API refuses must not fail every later poll.
+                        self.metrics.error(SOURCE, error.kind)
+                        logger.warning("Skipped a Zammad ticket whose articles cannot be read ticket=%s err=%s",
+                                       ticket["id"], error)
                     newest = max(newest, _parse_time(ticket["updated_at"]))
                 await asyncio.get_running_loop().run_in_executor(None, self.store.ingest, events)
                 read += len(changed)
-                if len(changed) < len(tickets or []) or len(tickets or []) < self.config.page_size:
+                if len(changed) < len(tickets) or len(tickets) < self.config.page_size:
                     break
             else:
-                # NOTE: tickets beyond max_pages wait for a later poll; the cursor does not move past them.
+                # NOTE: the cursor stays, and the next poll starts again at page 1. So while more than max_pages
+                # pages of tickets changed since the cursor (as on the first poll of a large instance), the older
+                # tickets are never read.
                 logger.warning("Stopped Zammad poll at max_pages pages=%d", self.config.max_pages)
                 self.metrics.error(SOURCE, "truncated")
                 return read

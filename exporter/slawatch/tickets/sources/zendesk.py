@@ -35,7 +35,7 @@ from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
 from ..secrets import read_secret_file
 from ..store import TicketStore
-from .http import SourceError, get_json
+from .http import UNREADABLE_KINDS, SourceError, get_json
 
 logger = logging.getLogger("slawatch.tickets.zendesk")
 
@@ -48,8 +48,6 @@ MIN_START_AGE = 60
 MAX_AUDIT_PAGES = 100
 # show_many accepts up to 100 user ids per request.
 USERS_PER_REQUEST = 100
-# Answers to a ticket's audits that skip that ticket instead of failing the page: deleted or not visible to the user.
-UNREADABLE_KINDS = ("http_403", "http_404")
 # NOTE: assumed value. Zendesk's reference states only that deleted tickets appear in the export.
 DELETED_STATUS = "deleted"
 # Via types of business rules (triggers, automations) and of ticket merges, as via type and via id.
