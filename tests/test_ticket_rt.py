@@ -234,3 +234,30 @@ def test_rt_config_needs_one_credential(tmp_path: Path):
 
     assert "tickets.sources.rt" in str(error.value)
     assert "set exactly one of password_file" in str(error.value)
+
+
+async def test_rt_invalid_answer_counted_and_polling_continues(aiohttp_server, tmp_path: Path):
+    async def ticket_without_fields(request: web.Request) -> web.Response:
+        # A listing item without the requested fields, as a proxy or an RT extension might answer.
+        return web.json_response({"count": 1, "page": 1, "per_page": 100, "total": 1,
+                                  "items": [{"type": "ticket"}]})
+
+    app = web.Application()
+    app.router.add_get("/REST/2.0/tickets", ticket_without_fields)
+    server = await aiohttp_server(app)
+    config = parse_config(rt_config(tmp_path, str(server.make_url("/")), interval="1s"))
+    store, _ = build_store(config.tickets)
+    metrics = SourceMetrics()
+    waits = []
+
+    async def stop_after_second(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        await RTPoller(config.tickets, store, metrics, sleep=stop_after_second).run()
+
+    assert metrics.errors[("rt", "invalid")] == 2
+    assert waits == [1.0, 1.0]
+    assert store.get_meta(CURSOR_KEY) is None

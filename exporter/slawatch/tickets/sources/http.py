@@ -72,3 +72,25 @@ def retry_after(value: str | None) -> float:
         except (TypeError, ValueError):
             return 1.0
     return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+async def poll_forever(poll_once: Callable[[], Awaitable[Any]], source: str, name: str, url: str,
+                       metrics: SourceMetrics, sleep: Callable[[float], Awaitable[None]], interval: float) -> None:
+    """Call `poll_once` every `interval` seconds until cancelled; log and count each failed poll by kind.
+
+    A failed poll leaves its cursor where it was, so the next poll reads the same tickets again.
+    """
+    while True:
+        try:
+            await poll_once()
+        except SourceError as error:
+            metrics.error(source, error.kind)
+            logger.error("Failed to poll %s url=%s kind=%s err=%s", name, url, error.kind, error)
+        except (OSError, ValueError) as error:
+            metrics.error(source, "config")
+            logger.error("Failed to poll %s url=%s err=%s", name, url, error)
+        except (KeyError, TypeError, AttributeError) as error:
+            # A response without a documented field.
+            metrics.error(source, "invalid")
+            logger.error("Failed to read a %s response url=%s missing_or_invalid=%r", name, url, error)
+        await sleep(interval)

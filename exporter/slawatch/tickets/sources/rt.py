@@ -26,7 +26,7 @@ from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
 from ..secrets import read_secret_file
 from ..store import TicketStore
-from .http import SourceError, get_json
+from .http import get_json, poll_forever
 
 logger = logging.getLogger("slawatch.tickets.rt")
 
@@ -66,17 +66,8 @@ class RTPoller:
 
     async def run(self) -> None:
         """Poll every `interval` seconds until cancelled; log and count each failed poll."""
-        while True:
-            try:
-                await self.poll_once()
-            except SourceError as error:
-                self.metrics.error(SOURCE, error.kind)
-                logger.error("Failed to poll Request Tracker url=%s kind=%s err=%s", self.config.url, error.kind,
-                             error)
-            except (OSError, ValueError) as error:
-                self.metrics.error(SOURCE, "config")
-                logger.error("Failed to poll Request Tracker url=%s err=%s", self.config.url, error)
-            await self.sleep(self.config.interval)
+        await poll_forever(self.poll_once, SOURCE, "Request Tracker", self.config.url, self.metrics, self.sleep,
+                           self.config.interval)
 
     async def poll_once(self, max_pages: int | None = None) -> int:
         """Apply every ticket updated since the cursor; return the number of tickets read.

@@ -27,7 +27,7 @@ from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
 from ..secrets import read_secret_file
 from ..store import TicketStore
-from .http import UNREADABLE_KINDS, SourceError, get_json
+from .http import UNREADABLE_KINDS, SourceError, get_json, poll_forever
 
 logger = logging.getLogger("slawatch.tickets.zammad")
 
@@ -54,20 +54,8 @@ class ZammadPoller:
 
     async def run(self) -> None:
         """Poll every `interval` seconds until cancelled; log and count each failed poll."""
-        while True:
-            try:
-                await self.poll_once()
-            except SourceError as error:
-                self.metrics.error(SOURCE, error.kind)
-                logger.error("Failed to poll Zammad url=%s kind=%s err=%s", self.config.url, error.kind, error)
-            except (OSError, ValueError) as error:
-                self.metrics.error(SOURCE, "config")
-                logger.error("Failed to poll Zammad url=%s err=%s", self.config.url, error)
-            except (KeyError, TypeError, AttributeError) as error:
-                # A response without a documented field. The cursor stays, so the tickets are read again.
-                self.metrics.error(SOURCE, "invalid")
-                logger.error("Failed to read a Zammad response url=%s missing_or_invalid=%r", self.config.url, error)
-            await self.sleep(self.config.interval)
+        await poll_forever(self.poll_once, SOURCE, "Zammad", self.config.url, self.metrics, self.sleep,
+                           self.config.interval)
 
     async def poll_once(self) -> int:
         """Apply every ticket updated since the cursor; return the number of tickets read.

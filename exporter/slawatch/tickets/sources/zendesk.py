@@ -35,7 +35,7 @@ from ..collector import SourceMetrics
 from ..events import TicketEvent, parse_event
 from ..secrets import read_secret_file
 from ..store import TicketStore
-from .http import UNREADABLE_KINDS, SourceError, get_json
+from .http import UNREADABLE_KINDS, SourceError, get_json, poll_forever
 
 logger = logging.getLogger("slawatch.tickets.zendesk")
 
@@ -85,21 +85,9 @@ class ZendeskPoller:
         return {"Authorization": aiohttp.encode_basic_auth(f"{self.config.email}/token", token)}
 
     async def run(self) -> None:
-        """Poll every `interval` seconds until cancelled. Log and count each failed poll."""
-        while True:
-            try:
-                await self.poll_once()
-            except SourceError as error:
-                self.metrics.error(SOURCE, error.kind)
-                logger.error("Failed to poll Zendesk url=%s kind=%s err=%s", self.config.url, error.kind, error)
-            except (OSError, ValueError) as error:
-                self.metrics.error(SOURCE, "config")
-                logger.error("Failed to poll Zendesk url=%s err=%s", self.config.url, error)
-            except (KeyError, TypeError, AttributeError) as error:
-                # A response without a documented field. The cursor stays, so the page is read again.
-                self.metrics.error(SOURCE, "invalid")
-                logger.error("Failed to read a Zendesk response url=%s missing_or_invalid=%r", self.config.url, error)
-            await self.sleep(self.config.interval)
+        """Poll every `interval` seconds until cancelled; log and count each failed poll."""
+        await poll_forever(self.poll_once, SOURCE, "Zendesk", self.config.url, self.metrics, self.sleep,
+                           self.config.interval)
 
     async def poll_once(self, max_pages: int | None = None) -> int:
         """Apply the export pages after the stored cursor and return the number of tickets read.
