@@ -36,7 +36,7 @@ def load_secret(secret_file: str | None, secret_env: str | None,
     """Read the shared secret from a file or an environment variable; None when neither is configured.
 
     Raises ValueError, starting with the config key, when the file cannot be read, the variable
-    is not set, or the secret is empty. `file_key` names the config key that holds `secret_file`.
+    is not set, or the secret is empty. `file_key` names the config key that contains `secret_file`.
     """
     if secret_file:
         try:

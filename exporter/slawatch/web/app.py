@@ -419,7 +419,7 @@ async def handle_ticket_events(request: web.Request) -> web.Response:
 
 
 async def _read_events_body(request: web.Request, exporter: Exporter, source: str) -> bytes | web.Response:
-    """Return the request body, or a JSON 413 answer when it is larger than the exporter accepts."""
+    """Return the request body, or a JSON 413 response when the body is larger than the exporter accepts."""
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:

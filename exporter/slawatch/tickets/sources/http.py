@@ -50,7 +50,7 @@ async def get_json(session: aiohttp.ClientSession, url: str, params: dict | None
         except aiohttp.ClientError as error:
             raise SourceError("network", f"GET {url} failed: {error}") from None
         except asyncio.TimeoutError:
-            raise SourceError("timeout", f"GET {url} got no complete answer in time: check that the helpdesk "
+            raise SourceError("timeout", f"GET {url} timed out: check that the helpdesk "
                                          "is reachable and not overloaded") from None
         try:
             return json.loads(text)
