@@ -114,7 +114,7 @@ async def test_endless_redirect_chain(serve):
     assert elapsed < 5.0 + SLACK
 
 
-async def test_redirect_loop_stops_at_first_repeat(serve):
+async def test_redirect_loop_stops_at_the_redirect_limit(serve):
     async def handler(reader, writer):
         await read_request(reader)
         server.requests += 1
@@ -124,8 +124,12 @@ async def test_redirect_loop_stops_at_first_repeat(serve):
     server = await serve(handler)
     result, _ = await run(f"http://127.0.0.1:{server.port}/same", module())
 
+    # As blackbox_exporter: the loop is followed up to the limit, then the last
+    # status and the count of redirects (one past the limit) are exported.
     assert result.reason == "redirect_loop"
-    assert server.requests == 1
+    assert server.requests == 11
+    assert result.gauges["probe_http_status_code"].samples[()] == 301
+    assert result.gauges["probe_http_redirects"].samples[()] == 11
 
 
 async def endless_chunks(reader, writer):

@@ -73,7 +73,7 @@ CASES = [
     ("/moved", {}, True, "", 200),
     ("/moved", {"follow_redirects": False}, False, "http_status", 302),
     ("/moved", {"follow_redirects": False, "valid_status_codes": [302]}, True, "", 302),
-    ("/loop", {}, False, "redirect_loop", 0),
+    ("/loop", {}, False, "redirect_loop", 302),
     ("/ok", {"fail_if_not_ssl": True}, False, "not_ssl", 200),
     ("/ok", {"valid_http_versions": ["HTTP/2.0"]}, False, "http_version", 200),
 ]

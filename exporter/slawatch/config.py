@@ -1167,9 +1167,55 @@ def _relay_problems(config: Config) -> list[str]:
     return problems
 
 
+_HOST_FIX = ("use a name of ASCII letters, digits, hyphens and dots with labels of 1 to 63 characters, "
+             "an internationalised name, or an IP address")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+
+
+def host_problem(host: str) -> str | None:
+    """Return why `host` cannot be resolved as a name or used as an address, or None if it can.
+
+    The resolver takes a name only after encoding it with the IDNA codec, as
+    getaddrinfo() does; a name that codec rejects could never be probed.
+    """
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare.split("%", 1)[0] if ":" in bare else bare)
+        return None
+    except ValueError:
+        pass
+    if _CONTROL_OR_SPACE.search(bare):
+        return f"host {host!r} contains a space or control character: {_HOST_FIX}"
+    try:
+        bare.encode("idna")
+    except UnicodeError as error:
+        detail = re.sub(r"^.*\((?:UnicodeError: )?(.*)\)$", r"\1", str(error))
+        return f"host {host!r} is not a valid DNS name ({detail}): {_HOST_FIX}"
+    return None
+
+
 def check_target(url: str, prober: str) -> str | None:
     """Return why `url` is not a valid target for `prober`, or None if it is."""
+    problem = _check_target_form(url, prober)
+    if problem:
+        return problem
     if prober == "http":
+        host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
+    elif prober == "icmp" or (prober == "dns" and split_host_port(url)[1] is None):
+        host = url
+    else:
+        host = split_host_port(url)[0]
+    problem = host_problem(host)
+    return f"{url!r}: {problem}" if problem else None
+
+
+def _check_target_form(url: str, prober: str) -> str | None:
+    if prober == "http":
+        # The prober percent-encodes spaces and control characters in the path and query, not in the host.
+        authority = re.split(r"[/?#]", url.partition("://")[2] if "://" in url else url, maxsplit=1)[0]
+        if _CONTROL_OR_SPACE.search(authority):
+            return (f"{url!r} has a space or control character before the path: remove it, and percent-encode "
+                    "the ones the path needs")
         try:
             parts = urlsplit(url if "://" in url else f"http://{url}")
         except ValueError as error:

@@ -49,6 +49,61 @@ BLACKBOX_DEFAULT_GAUGES = [
 ]
 
 
+# Bytes a request path keeps as they are: RFC 3986 unreserved characters,
+# sub-delimiters, ":", "@" and "/", as Go's net/url leaves a valid path. Any
+# other byte, and a "%" that does not start an escape, is percent-encoded.
+_PATH_KEEP = rb"A-Za-z0-9\-._~!$&'()*+,;=:@/\[\]"
+_PATH_ESCAPE = re.compile(rb"%[0-9A-Fa-f]{2}|[^" + _PATH_KEEP + rb"]")
+# The query keeps every printable ASCII byte, as Go's client sends it.
+_QUERY_ESCAPE = re.compile(rb"%[0-9A-Fa-f]{2}|[^\x21-\x7e]|%")
+_AUTHORITY = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//[^/?#]*")
+
+
+def _escape_bytes(pattern: re.Pattern, text: str) -> str:
+    # surrogateescape gives back the bytes of a Location header that was not UTF-8.
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+    return pattern.sub(lambda m: m[0] if len(m[0]) == 3 else b"%%%02X" % m[0][0], data).decode("ascii")
+
+
+def escape_url(url: str) -> str:
+    """Return `url` (absolute or a reference such as a Location value) in the ASCII form sent on the wire.
+
+    Path and query bytes outside the allowed sets (non-ASCII, spaces, control
+    characters) are percent-encoded from their UTF-8 form, and valid %XX
+    escapes are kept, so "/été" becomes "/%C3%A9t%C3%A9" and "\\r\\n" can never
+    end the request line. An internationalised host name becomes its IDNA
+    (punycode) form. The fragment is dropped: it is never sent. Raises
+    ProbeError when the host cannot be encoded.
+    """
+    match = _AUTHORITY.match(url)
+    head, tail = (url[:match.end()], url[match.end():]) if match else ("", url)
+    if re.search(r"[\x00-\x20\x7f]", head):
+        raise ProbeError("invalid_target", f"{url!r} has a space or control character in its host")
+    if not head.isascii():
+        head = _ascii_authority(head)
+    tail = tail.partition("#")[0]
+    path, question, query = tail.partition("?")
+    return head + _escape_bytes(_PATH_ESCAPE, path) + question + _escape_bytes(_QUERY_ESCAPE, query)
+
+
+def _ascii_authority(head: str) -> str:
+    prefix, _, authority = head.partition("//")
+    userinfo, at, hostport = authority.rpartition("@")
+    if hostport.startswith("["):
+        host, port = hostport, ""
+    else:
+        host, colon, port = hostport.partition(":")
+        port = colon + port
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError as error:
+        raise ProbeError("invalid_target", f"host {host!r} is not a valid DNS name: {error}") from None
+    return f"{prefix}//{_escape_bytes(_PATH_ESCAPE, userinfo)}{at}{host}{port}"
+
+
 @dataclass
 class _Response:
     status: int
@@ -92,7 +147,7 @@ async def probe_http(target: str, module: Module, timeout: float, guard: Address
 
 async def _run(target: str, options: HTTPProbeConfig, result: ProbeResult, log: ProbeLog,
                guard: AddressGuard | None) -> None:
-    url = target if "://" in target else f"http://{target}"
+    url = escape_url(target if "://" in target else f"http://{target}")
     request = _Request(options.method.upper(), _request_body(options), _credentials(options))
     parts = urlsplit(url)
     if parts.username is not None and "authorization" not in request.headers:
@@ -105,19 +160,29 @@ async def _run(target: str, options: HTTPProbeConfig, result: ProbeResult, log: 
     total_wire = 0
     total_transfer = 0.0
 
+    looped_at = None
     while True:
         response = await _request_once(url, request, options, result, log, guard)
         total_wire += response.wire_bytes
         total_transfer += response.transfer_seconds
-        if not (options.follow_redirects and response.status in (301, 302, 303, 307, 308) and response.location):
+        if not (response.status in (301, 302, 303, 307, 308) and response.location):
             break
-        url = urljoin(url, response.location)
-        if url in seen:
-            raise ProbeError("redirect_loop", f"redirect loop at {url}")
-        if redirects >= MAX_REDIRECTS:
+        if not options.follow_redirects:
+            # blackbox_exporter counts the redirect its client declines to follow.
+            redirects = 1
+            break
+        url = urljoin(url, escape_url(response.location))
+        looped_at = looped_at or (url if url in seen else None)
+        # As Go's client in blackbox_exporter: a loop is followed like any
+        # chain, and the 11th redirect is counted but not followed, so the
+        # probe exports the last status (a 3xx) and 11 redirects.
+        redirects += 1
+        if redirects > MAX_REDIRECTS:
+            _record_response(result, response, redirects, total_wire, total_transfer, log)
+            if looped_at:
+                raise ProbeError("redirect_loop", f"redirect loop at {looped_at}")
             raise ProbeError("too_many_redirects", f"stopped after {MAX_REDIRECTS} redirects")
         seen.add(url)
-        redirects += 1
         # As Go's client and browsers do: 303, and 301/302 after a POST, become a GET without a body.
         if response.status == 303 or (response.status in (301, 302) and request.method == "POST"):
             request.method, request.body = "GET", b""
@@ -126,6 +191,13 @@ async def _run(target: str, options: HTTPProbeConfig, result: ProbeResult, log: 
             request.headers.pop("authorization", None)
         log.debug("Following redirect location=%s", url)
 
+    _record_response(result, response, redirects, total_wire, total_transfer, log)
+    _check_response(options, response, result, log)
+
+
+def _record_response(result: ProbeResult, response: _Response, redirects: int, total_wire: int,
+                     total_transfer: float, log: ProbeLog) -> None:
+    """Set the gauges that describe the last response of the chain."""
     result.status_code = response.status
     result.set("probe_http_status_code", "Response HTTP status code", response.status)
     content_length = response.header("content-length")
@@ -149,8 +221,6 @@ async def _run(target: str, options: HTTPProbeConfig, result: ProbeResult, log: 
                        "Returns the Last-Modified HTTP response header in unixtime", stamp)
         except (TypeError, ValueError):
             log.debug("Ignoring unparsable Last-Modified header value=%s", last_modified)
-
-    _check_response(options, response, result, log)
 
 
 def _request_body(options: HTTPProbeConfig) -> bytes:
@@ -473,6 +543,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     response_headers = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in response.headers]
     log.debug("Received HTTP response status_code=%d body_bytes=%d", response.status_code, body_bytes)
     location = next((value for name, value in response_headers if name == "location"), None)
+    if location is not None:
+        # Back to the header's bytes; escape_url percent-encodes any that are not ASCII.
+        location = location.encode("latin-1").decode("utf-8", "surrogateescape")
     return _Response(
         status=response.status_code,
         http_version=response.http_version.decode(),

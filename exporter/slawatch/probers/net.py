@@ -97,6 +97,12 @@ async def resolve(
                        time.monotonic() - started)
             log.error("Resolution with IP protocol failed err=%s", error.strerror)
             raise ProbeError("dns", f"cannot resolve {host}: {error.strerror}") from None
+        except ValueError as error:
+            # The IDNA codec getaddrinfo() applies rejects the name (UnicodeError), or it holds a NUL.
+            result.set("probe_dns_lookup_time_seconds", "Returns the time taken for probe dns lookup in seconds",
+                       time.monotonic() - started)
+            log.error("Invalid host name host=%r err=%s", host, error)
+            raise ProbeError("invalid_target", f"host {host!r} is not a valid DNS name: {error}") from None
         infos = [(family, sockaddr[0]) for family, _, _, _, sockaddr in raw]
 
     want = socket.AF_INET6 if preferred == "ip6" else socket.AF_INET

@@ -23,6 +23,14 @@ def redact_url(text: str) -> str:
     return _URL_USERINFO.sub(r"\1<secret>@", text)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """Percent-encode control characters, so a target shown in a log or header line stays on one line."""
+    return _CONTROL.sub(lambda m: f"%{ord(m[0]):02X}", text)
+
+
 @dataclass
 class Gauge:
     name: str
@@ -56,7 +64,7 @@ class ProbeLog(logging.LoggerAdapter):
         self.records.append((time.monotonic() - self.started, level, msg, args))
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.log(logging.DEBUG, "%s target=%s", _redacted_text(msg, args),
-                            redact_url(self.extra["target"]), **kwargs)
+                            printable(redact_url(self.extra["target"])), **kwargs)
 
 
 def _redacted_text(msg: str, args: tuple) -> str:

@@ -18,7 +18,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from .. import __version__, names
 from ..config import Config, ConfigError, Module, check_target, load_config
 from ..probers import PROBERS, ProbeResult
-from ..probers.result import redact_url
+from ..probers.result import printable, redact_url
 from ..relay import setup_relay
 from ..scheduler import ProbeMetrics, Scheduler
 from ..status import StatusStore, StatusTracker
@@ -39,6 +39,9 @@ logger = logging.getLogger("slawatch.web")
 TIMEOUT_OFFSET = 0.5
 MAX_EVENT_BATCH = 5000
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# Longest request line the server reads. aiohttp's default of 8190 bytes is
+# shorter than the targets blackbox_exporter accepts (Go allows 1 MiB of headers).
+MAX_REQUEST_LINE = 64 * 1024
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
 # Label values of slawatch_probe_denied_total; ProbeGuard returns the first
 # three, handle_probe adds not_configured for probe.only_configured_targets.
@@ -205,7 +208,9 @@ def create_app(exporter: Exporter, middlewares: list | None = None) -> web.Appli
     """Build the aiohttp application; the scheduler runs while the app runs."""
     # The *_created series double the exposition and no blackbox dashboard uses them.
     disable_created_metrics()
-    app = web.Application(middlewares=middlewares or [], client_max_size=MAX_BODY_BYTES)
+    # handler_args reach every server that runs the app: cli's AppRunner and the test servers alike.
+    app = web.Application(middlewares=middlewares or [], client_max_size=MAX_BODY_BYTES,
+                          handler_args={"max_line_size": MAX_REQUEST_LINE})
     app[EXPORTER] = exporter
 
     async def run_scheduler(app: web.Application):
@@ -309,7 +314,8 @@ def probe_timeout(request: web.Request, module_timeout: float) -> float:
 async def handle_probe(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
     config = exporter.config
-    module_name = request.query.get("module", "http_2xx")
+    # As blackbox_exporter: a missing or empty module means http_2xx.
+    module_name = request.query.get("module") or "http_2xx"
     module = config.modules.get(module_name)
     if module is None:
         exporter.probe_requests.labels("unknown", "bad_request").inc()
@@ -347,7 +353,8 @@ async def handle_probe(request: web.Request) -> web.Response:
 def _deny(exporter: Exporter, module_name: str, target: str, reason: str, message: str) -> web.Response:
     exporter.probe_requests.labels(module_name, "denied").inc()
     exporter.probe_denied.labels(reason).inc()
-    logger.warning("Denied probe target=%s reason=%s err=%s", redact_url(target), reason, redact_url(message))
+    logger.warning("Denied probe target=%s reason=%s err=%s", printable(redact_url(target)), reason,
+                   printable(redact_url(message)))
     return web.Response(status=403, text=f"Target denied ({reason}): {redact_url(message)}\n")
 
 
@@ -370,7 +377,7 @@ def with_hostname(module: Module, hostname: str) -> Module:
 
 def _debug_response(target: str, module_name: str, module: dict, result: ProbeResult, metrics: str) -> web.Response:
     text = "\n".join([
-        f"Logs for the probe of {redact_url(target)} with module {module_name}:",
+        f"Logs for the probe of {printable(redact_url(target))} with module {module_name}:",
         *result.log_lines,
         "",
         "Metrics that would have been returned:",
