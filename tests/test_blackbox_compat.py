@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from slawatch.config import parse_config
+from slawatch.config import ConfigError, parse_config
 from slawatch.web import Exporter, create_app
 
 from conftest import free_port, minimal_config, require_binary, write_config
@@ -189,3 +189,46 @@ async def test_same_metrics_and_verdicts_as_blackbox(aiohttp_server, aiohttp_cli
     banner.close()
 
     assert differences == [], "\n".join(differences)
+
+
+# Options that blackbox 0.23 accepts and slawatch must accept too, and options
+# that both reject. Each module is checked alone with `--config.check`.
+ACCEPTED_BY_BOTH = {
+    "no_follow_redirects": {"prober": "http", "http": {"no_follow_redirects": True}},
+    "no_follow_agreeing": {"prober": "http", "http": {"no_follow_redirects": True, "follow_redirects": False}},
+    "http_max_version": {"prober": "http", "http": {"tls_config": {"max_version": "TLS12"}}},
+    "tcp_version_range": {"prober": "tcp", "tcp": {"tls_config": {"min_version": "TLS12", "max_version": "TLS13"}}},
+}
+REJECTED_BY_BOTH = {
+    "follow_redirects_hosts": {"prober": "http", "http": {"follow_redirects_hosts": ["example.com"]}},
+    "max_version_unknown": {"prober": "http", "http": {"tls_config": {"max_version": "TLS14"}}},
+}
+
+
+def blackbox_config_check(binary: str, path: Path, module: dict) -> subprocess.CompletedProcess:
+    path.write_text(yaml.safe_dump({"modules": {"m": module}}), encoding="utf-8")
+    return subprocess.run([binary, "--config.check", f"--config.file={path}"], capture_output=True, text=True,
+                          timeout=30)
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED_BY_BOTH))
+def test_option_accepted_like_blackbox(tmp_path: Path, name: str):
+    binary = require_binary("prometheus-blackbox-exporter", "blackbox_exporter")
+    module = ACCEPTED_BY_BOTH[name]
+
+    checked = blackbox_config_check(binary, tmp_path / "blackbox.yml", module)
+
+    assert checked.returncode == 0, checked.stderr
+    assert parse_config({"modules": {"m": module}}).modules["m"].prober == module["prober"]
+
+
+@pytest.mark.parametrize("name", sorted(REJECTED_BY_BOTH))
+def test_option_rejected_like_blackbox(tmp_path: Path, name: str):
+    binary = require_binary("prometheus-blackbox-exporter", "blackbox_exporter")
+    module = REJECTED_BY_BOTH[name]
+
+    checked = blackbox_config_check(binary, tmp_path / "blackbox.yml", module)
+
+    assert checked.returncode != 0, checked.stderr
+    with pytest.raises(ConfigError):
+        parse_config({"modules": {"m": module}})
