@@ -16,6 +16,7 @@ type and the label names. Label values and sample values are not compared
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from slawatch.config import ConfigError, parse_config
 from slawatch.web import Exporter, create_app
 
-from conftest import free_port, minimal_config, require_binary, write_config
+from conftest import free_port, icmp_allowed, minimal_config, require_binary, write_config
 
 SLAWATCH_ONLY = {"probe_location_info", "probe_failure_info", "probe_http_transfer_bytes_per_second",
                  "probe_tls_cert_expiry_timestamp_seconds", "probe_tls_cert_verified", "probe_tls_cipher_info"}
@@ -56,6 +57,7 @@ def modules(ca_file: str) -> dict:
         "tcp_connect": {"prober": "tcp", "timeout": "3s"},
         "tcp_banner": {"prober": "tcp", "timeout": "3s", "tcp": {"query_response": [{"expect": "^HELLO"}]}},
         "tcp_tls": {"prober": "tcp", "timeout": "3s", "tcp": {"tls": True, "tls_config": tls}},
+        "icmp": {"prober": "icmp", "timeout": "3s", "icmp": {"preferred_ip_protocol": "ip4"}},
     }
 
 
@@ -80,7 +82,11 @@ def cases(http: int, https: int, banner: int, closed: int) -> list[tuple[str, st
         ("tcp_banner", f"127.0.0.1:{banner}"),
         ("tcp_banner", f"127.0.0.1:{http}"),
         ("tcp_tls", f"127.0.0.1:{https}"),
-    ]
+    ] + ICMP_CASES
+
+
+# Both exporters need datagram ICMP sockets or CAP_NET_RAW for the icmp module.
+ICMP_CASES = [("icmp", "127.0.0.1")] if icmp_allowed(socket.AF_INET) else []
 
 
 def target_app() -> web.Application:
