@@ -450,3 +450,17 @@ def test_dont_fragment_message_uses_yaml_booleans():
     assert found == ["modules.i.icmp.dont_fragment: dont_fragment: true is not supported, because slawatch does "
                      "not set the IP don't-fragment flag: remove dont_fragment or set it to false"]
     assert parse_config({"modules": {"i": {"prober": "icmp", "icmp": {"dont_fragment": False}}}})
+
+
+@pytest.mark.parametrize(("tls", "words"), [
+    ({"max_version": "TLS12"}, "max_version is not supported by the grpc prober"),
+    ({"min_version": "TLS12", "max_version": "TLS13"}, "min_version and max_version are not supported"),
+])
+def test_grpc_tls_version_limits_rejected(tls, words):
+    found = problems_of({"modules": {"g": {"prober": "grpc", "grpc": {"tls": True, "tls_config": tls}}}})
+
+    assert len(found) == 1
+    assert found[0].startswith("modules.g.grpc.tls_config: ")
+    assert words in found[0]
+    assert found[0].endswith("cannot limit TLS versions: remove it" if len(tls) == 1 else
+                             "cannot limit TLS versions: remove them")

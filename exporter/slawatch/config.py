@@ -432,6 +432,18 @@ class GRPCProbeConfig(StrictModel):
     tls: bool = False
     tls_config: TLSConfig = Field(default_factory=TLSConfig)
 
+    @field_validator("tls_config")
+    @classmethod
+    def _no_version_limits(cls, tls: TLSConfig) -> TLSConfig:
+        # grpc.ssl_channel_credentials takes certificates only, so a version
+        # limit would be silently ignored.
+        limits = [key for key in ("min_version", "max_version") if getattr(tls, key)]
+        if limits:
+            verb, pronoun = ("is", "it") if len(limits) == 1 else ("are", "them")
+            raise ValueError(f"{' and '.join(limits)} {verb} not supported by the grpc prober, because the Python "
+                             f"gRPC client cannot limit TLS versions: remove {pronoun}")
+        return tls
+
 
 class Module(StrictModel):
     """A probe module in blackbox_exporter's format."""
