@@ -16,6 +16,7 @@ type and the label names. Label values and sample values are not compared
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from pathlib import Path
 
@@ -27,10 +28,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from slawatch.config import parse_config
+from slawatch.config import ConfigError, parse_config
 from slawatch.web import Exporter, create_app
 
-from conftest import free_port, minimal_config, require_binary, write_config
+from conftest import free_port, icmp_allowed, minimal_config, require_binary, write_config
 
 SLAWATCH_ONLY = {"probe_location_info", "probe_failure_info", "probe_http_transfer_bytes_per_second",
                  "probe_tls_cert_expiry_timestamp_seconds", "probe_tls_cert_verified", "probe_tls_cipher_info"}
@@ -56,6 +57,7 @@ def modules(ca_file: str) -> dict:
         "tcp_connect": {"prober": "tcp", "timeout": "3s"},
         "tcp_banner": {"prober": "tcp", "timeout": "3s", "tcp": {"query_response": [{"expect": "^HELLO"}]}},
         "tcp_tls": {"prober": "tcp", "timeout": "3s", "tcp": {"tls": True, "tls_config": tls}},
+        "icmp": {"prober": "icmp", "timeout": "3s", "icmp": {"preferred_ip_protocol": "ip4"}},
     }
 
 
@@ -80,7 +82,11 @@ def cases(http: int, https: int, banner: int, closed: int) -> list[tuple[str, st
         ("tcp_banner", f"127.0.0.1:{banner}"),
         ("tcp_banner", f"127.0.0.1:{http}"),
         ("tcp_tls", f"127.0.0.1:{https}"),
-    ]
+    ] + ICMP_CASES
+
+
+# Both exporters need datagram ICMP sockets or CAP_NET_RAW for the icmp module.
+ICMP_CASES = [("icmp", "127.0.0.1")] if icmp_allowed(socket.AF_INET) else []
 
 
 def target_app() -> web.Application:
@@ -189,3 +195,46 @@ async def test_same_metrics_and_verdicts_as_blackbox(aiohttp_server, aiohttp_cli
     banner.close()
 
     assert differences == [], "\n".join(differences)
+
+
+# Options that blackbox 0.23 accepts and slawatch must accept too, and options
+# that both reject. Each module is checked alone with `--config.check`.
+ACCEPTED_BY_BOTH = {
+    "no_follow_redirects": {"prober": "http", "http": {"no_follow_redirects": True}},
+    "no_follow_agreeing": {"prober": "http", "http": {"no_follow_redirects": True, "follow_redirects": False}},
+    "http_max_version": {"prober": "http", "http": {"tls_config": {"max_version": "TLS12"}}},
+    "tcp_version_range": {"prober": "tcp", "tcp": {"tls_config": {"min_version": "TLS12", "max_version": "TLS13"}}},
+}
+REJECTED_BY_BOTH = {
+    "follow_redirects_hosts": {"prober": "http", "http": {"follow_redirects_hosts": ["example.com"]}},
+    "max_version_unknown": {"prober": "http", "http": {"tls_config": {"max_version": "TLS14"}}},
+}
+
+
+def blackbox_config_check(binary: str, path: Path, module: dict) -> subprocess.CompletedProcess:
+    path.write_text(yaml.safe_dump({"modules": {"m": module}}), encoding="utf-8")
+    return subprocess.run([binary, "--config.check", f"--config.file={path}"], capture_output=True, text=True,
+                          timeout=30)
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED_BY_BOTH))
+def test_option_accepted_like_blackbox(tmp_path: Path, name: str):
+    binary = require_binary("prometheus-blackbox-exporter", "blackbox_exporter")
+    module = ACCEPTED_BY_BOTH[name]
+
+    checked = blackbox_config_check(binary, tmp_path / "blackbox.yml", module)
+
+    assert checked.returncode == 0, checked.stderr
+    assert parse_config({"modules": {"m": module}}).modules["m"].prober == module["prober"]
+
+
+@pytest.mark.parametrize("name", sorted(REJECTED_BY_BOTH))
+def test_option_rejected_like_blackbox(tmp_path: Path, name: str):
+    binary = require_binary("prometheus-blackbox-exporter", "blackbox_exporter")
+    module = REJECTED_BY_BOTH[name]
+
+    checked = blackbox_config_check(binary, tmp_path / "blackbox.yml", module)
+
+    assert checked.returncode != 0, checked.stderr
+    with pytest.raises(ConfigError):
+        parse_config({"modules": {"m": module}})

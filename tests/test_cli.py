@@ -381,3 +381,17 @@ def test_serve_rejects_unknown_event_loop(tmp_path: Path):
     assert completed.returncode == 2
     assert "invalid choice: 'trio'" in completed.stderr
     assert "'auto', 'uvloop', 'asyncio'" in completed.stderr
+
+
+@pytest.mark.parametrize(("count", "summary"), [(1, "(1 target, 1 SLO)"), (2, "(2 targets, 2 SLOs)")])
+def test_check_summary_singular_and_plural(tmp_path: Path, count: int, summary: str):
+    targets = [{"service": f"web{i}", "url": f"http://127.0.0.1:{8080 + i}/", "module": "http_2xx"}
+               for i in range(count)]
+    slos = [{"name": f"web{i}-up", "service": f"web{i}", "sli": "probe_availability", "objective": 99}
+            for i in range(count)]
+    path = write_config(tmp_path / "slawatch.yml", minimal_config(tmp_path, targets=targets, slos=slos))
+
+    completed = run("check", f"--config.file={path}", cwd=tmp_path, env={"SLAWATCH_LOCALE": "en"})
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert f"{path}: config is valid {summary}" in completed.stdout

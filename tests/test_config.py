@@ -308,7 +308,7 @@ WORDING = [
     ({"tickets": {"sources": {"rt": {"url": "http://127.0.0.1:1", "token_file": "t", "priority_map": {"p1": "low"}}}}},
      "tickets.sources.rt.priority_map.p1: expected a whole number, got 'p1'"),
     ({"modules": {"web": {"prober": "http", "http": {"valid_status_codes": [700]}}}},
-     "modules.web.http.valid_status_codes: status code 700 is out of range: use codes between 100 and 599"),
+     "modules.web.http.valid_status_codes[0]: status code 700 is out of range: use codes between 100 and 599"),
     ({"targets": [{"service": "web", "url": "http://127.0.0.1/", "interval": "2x"}]},
      "targets[0].interval: invalid duration '2x': use a string like 30s, 5m, 1h30m or 30d"),
     ({"tickets": {"channels": None}},
@@ -327,3 +327,140 @@ def test_label_value_may_start_with_underscore():
     config = parse_config({"tickets": {"channels": ["_internal", "email"]}})
 
     assert config.tickets.channels == ["_internal", "email"]
+
+
+def test_probe_allow_bad_entries_each_reported():
+    found = problems_of({"probe": {"allow": ["127.0.0.0/8", "", "  ", "*.example.com", "10.0.0.0/33", " db"]}})
+
+    assert len(found) == 5
+    assert found[0].startswith("probe.allow[1]: empty entry: write a host name, an IP address or a CIDR range")
+    assert found[1].startswith("probe.allow[2]: empty entry")
+    assert found[2].startswith("probe.allow[3]: '*.example.com' is a wildcard pattern")
+    assert "list each host name, or a CIDR range" in found[2]
+    assert found[3].startswith("probe.allow[4]: '10.0.0.0/33' is not a valid CIDR range")
+    assert found[4].startswith("probe.allow[5]: ' db' contains whitespace")
+
+
+def test_probe_allow_good_entries_accepted():
+    entries = ["127.0.0.0/8", "::1/128", "localhost", "api.example.com", "192.0.2.7"]
+
+    assert parse_config({"probe": {"allow": entries}}).probe.allow == entries
+
+
+def test_status_code_problems_all_reported():
+    found = problems_of({"modules": {"m": {"prober": "http", "http": {"valid_status_codes": [999, "2xx", 200]}}}})
+
+    assert found == ["modules.m.http.valid_status_codes[0]: status code 999 is out of range: "
+                     "use codes between 100 and 599",
+                     "modules.m.http.valid_status_codes[1]: expected a whole number, got '2xx'"]
+
+
+def test_dns_problems_all_reported():
+    dns = {"query_name": "example.com", "query_type": "AAAAA", "query_class": "XX",
+           "valid_rcodes": ["NOERROR", "NOPE"]}
+
+    found = problems_of({"modules": {"d": {"prober": "dns", "dns": dns}}})
+
+    assert len(found) == 3
+    assert found[0].startswith("modules.d.dns.query_type: query_type 'AAAAA' is unknown")
+    assert found[1].startswith("modules.d.dns.query_class: query_class 'XX' is unknown")
+    assert found[2].startswith("modules.d.dns.valid_rcodes[1]: valid_rcodes entry 'NOPE' is unknown")
+
+
+@pytest.mark.parametrize(("options", "follow"), [
+    ({"no_follow_redirects": True}, False),
+    ({"no_follow_redirects": False}, True),
+    ({"no_follow_redirects": True, "follow_redirects": False}, False),
+    ({"follow_redirects": False}, False),
+    ({}, True),
+])
+def test_no_follow_redirects_sets_follow(options, follow):
+    config = parse_config({"modules": {"m": {"prober": "http", "http": options}}})
+
+    assert config.modules["m"].http.follow_redirects is follow
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_contradicting_redirect_options_rejected(value):
+    found = problems_of({"modules": {"m": {"prober": "http", "http": {
+        "no_follow_redirects": value, "follow_redirects": value}}}})
+
+    word = str(value).lower()
+    assert found == [f"modules.m.http: follow_redirects: {word} contradicts no_follow_redirects: {word}: "
+                     "remove no_follow_redirects, which blackbox_exporter deprecates, and keep follow_redirects"]
+
+
+def test_follow_redirects_hosts_not_called_blackbox_option():
+    found = problems_of({"modules": {"m": {"prober": "http", "http": {"follow_redirects_hosts": ["a"]}}}})
+
+    assert len(found) == 1
+    assert "unknown option 'follow_redirects_hosts'" in found[0]
+    assert "not an option of slawatch or of blackbox_exporter 0.23" in found[0]
+    assert "unsupported blackbox_exporter option" not in found[0]
+
+
+def test_tls_max_version_accepted():
+    config = parse_config({"modules": {"m": {"prober": "tcp", "tcp": {"tls_config": {
+        "min_version": "TLS12", "max_version": "TLS13"}}}}})
+
+    assert config.modules["m"].tcp.tls_config.max_version == "TLS13"
+
+
+@pytest.mark.parametrize(("tls", "line"), [
+    ({"max_version": "TLS14"}, "modules.m.http.tls_config.max_version: must be 'TLS10', 'TLS11', 'TLS12' or "
+                               "'TLS13', got 'TLS14'"),
+    ({"min_version": "TLS13", "max_version": "TLS12"},
+     "modules.m.http.tls_config: min_version TLS13 is above max_version TLS12, so no TLS version is allowed: "
+     "lower min_version or raise max_version"),
+])
+def test_tls_max_version_rejected(tls, line):
+    assert problems_of({"modules": {"m": {"prober": "http", "http": {"tls_config": tls}}}}) == [line]
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("100000000000000000000y", "duration '100000000000000000000y' is out of range: the maximum is 292y"),
+    ("1" + "0" * 400 + "s", "is out of range: the maximum is 292y"),
+    ("366d", "366d is longer than the maximum of 365d for a timeout or interval"),
+    (1e300, "1e+300s is longer than the maximum of 365d"),
+])
+def test_timeout_bounded(value, words):
+    found = problems_of({"modules": {"m": {"prober": "http", "timeout": value}}})
+
+    assert len(found) == 1
+    assert found[0].startswith("modules.m.timeout: ")
+    assert words in found[0]
+
+
+def test_interval_bounded():
+    data = with_change(["targets", 0, "interval"], "400d")
+
+    assert problems_of(data) == ["targets[0].interval: 400d is longer than the maximum of 365d for a timeout or "
+                                 "interval: use a shorter duration such as 10s or 5m"]
+
+
+def test_longest_timeout_accepted():
+    config = parse_config({"modules": {"m": {"prober": "http", "timeout": "365d"}}})
+
+    assert config.modules["m"].timeout == 365 * 86400
+
+
+def test_dont_fragment_message_uses_yaml_booleans():
+    found = problems_of({"modules": {"i": {"prober": "icmp", "icmp": {"dont_fragment": True}}}})
+
+    assert found == ["modules.i.icmp.dont_fragment: dont_fragment: true is not supported, because slawatch does "
+                     "not set the IP don't-fragment flag: remove dont_fragment or set it to false"]
+    assert parse_config({"modules": {"i": {"prober": "icmp", "icmp": {"dont_fragment": False}}}})
+
+
+@pytest.mark.parametrize(("tls", "words"), [
+    ({"max_version": "TLS12"}, "max_version is not supported by the grpc prober"),
+    ({"min_version": "TLS12", "max_version": "TLS13"}, "min_version and max_version are not supported"),
+])
+def test_grpc_tls_version_limits_rejected(tls, words):
+    found = problems_of({"modules": {"g": {"prober": "grpc", "grpc": {"tls": True, "tls_config": tls}}}})
+
+    assert len(found) == 1
+    assert found[0].startswith("modules.g.grpc.tls_config: ")
+    assert words in found[0]
+    assert found[0].endswith("cannot limit TLS versions: remove it" if len(tls) == 1 else
+                             "cannot limit TLS versions: remove them")

@@ -90,6 +90,12 @@ CASES = [
     ("/compressed", {"compression": "gzip", "fail_if_body_not_matches_regexp": ["healthy"]}, True, ""),
     ("/compressed", {"compression": "deflate", "fail_if_body_not_matches_regexp": ["healthy"]}, True, ""),
     ("/compressed", {"compression": "gzip", "body_size_limit": 100}, False, "body_too_large"),
+    # blackbox_exporter 0.23's deprecated no_follow_redirects inverts follow_redirects.
+    ("/go?to=/plain", {"no_follow_redirects": True, "valid_status_codes": [302]}, True, ""),
+    ("/go?to=/plain", {"no_follow_redirects": True}, False, "http_status"),
+    ("/go?to=/plain", {"no_follow_redirects": False, "valid_status_codes": [302]}, False, "http_status"),
+    ("/go?to=/plain", {"no_follow_redirects": True, "follow_redirects": False, "valid_status_codes": [302]},
+     True, ""),
 ]
 
 
@@ -440,6 +446,36 @@ async def test_min_version_rejects_older_server(aiohttp_server, tls_files):
     ca, directory = tls_files
     server = await aiohttp_server(web.Application(), ssl=server_context(ca, max_version=ssl.TLSVersion.TLSv1_2))
     module = http_module(tls_config={"ca_file": str(directory / "ca.pem"), "min_version": "TLS13"})
+
+    result = await probe_http(f"https://127.0.0.1:{server.port}/", module, 3.0)
+
+    assert result.success is False
+    assert result.reason == "tls"
+
+
+async def test_max_version_caps_handshake(aiohttp_server, tls_files):
+    ca, directory = tls_files
+    server = await aiohttp_server(web.Application(), ssl=server_context(ca))
+    url = f"https://127.0.0.1:{server.port}/"
+    tls = {"ca_file": str(directory / "ca.pem")}
+
+    capped = await probe_http(url, http_module(tls_config={**tls, "max_version": "TLS12"},
+                                               valid_status_codes=[404]), 3.0)
+    uncapped = await probe_http(url, http_module(tls_config=tls, valid_status_codes=[404]), 3.0)
+
+    assert capped.success is True, capped.log_lines
+    assert gauge(capped, "probe_tls_version_info", version="TLS 1.2") == 1
+    assert gauge(uncapped, "probe_tls_version_info", version="TLS 1.3") == 1
+
+
+async def test_max_version_below_server_minimum(aiohttp_server, tls_files):
+    import ssl
+
+    ca, directory = tls_files
+    context = server_context(ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    server = await aiohttp_server(web.Application(), ssl=context)
+    module = http_module(tls_config={"ca_file": str(directory / "ca.pem"), "max_version": "TLS12"})
 
     result = await probe_http(f"https://127.0.0.1:{server.port}/", module, 3.0)
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -188,6 +189,19 @@ async def test_icmp_loopback(host, protocol):
 
     assert result.success is True, result.log_lines
     assert gauge(result, "probe_icmp_duration_seconds", phase="rtt") > 0
+    # The reply leaves the loopback interface with the kernel's default TTL or hop limit.
+    default = Path("/proc/sys/net/ipv6/conf/lo/hop_limit" if protocol == "ip6"
+                   else "/proc/sys/net/ipv4/ip_default_ttl").read_text()
+    assert gauge(result, "probe_icmp_reply_hop_limit") == int(default)
+
+
+def test_icmp_hop_limit_from_ancillary_data():
+    as_int = struct.pack("i", 57)
+
+    assert icmp_module.hop_limit_from_ancillary([(socket.IPPROTO_IP, socket.IP_TTL, as_int)]) == 57
+    assert icmp_module.hop_limit_from_ancillary([(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, as_int)]) == 57
+    assert icmp_module.hop_limit_from_ancillary([(socket.IPPROTO_IP, socket.IP_TOS, as_int)]) is None
+    assert icmp_module.hop_limit_from_ancillary([]) is None
 
 
 class DeniedSocketModule:
@@ -233,6 +247,13 @@ class StuckSocket:
 
     def recv(self, size: int) -> bytes:
         return self.inner.recv(size)
+
+    def recvmsg(self, size: int, ancillary_size: int):
+        return self.inner.recvmsg(size, ancillary_size)
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        # `inner` is a Unix socket, which rejects the IP-level options with OSError.
+        self.inner.setsockopt(level, option, value)
 
     def close(self) -> None:
         self.inner.close()
@@ -345,8 +366,11 @@ results = {}
 for name, factory in (("asyncio", asyncio.new_event_loop), ("uvloop", uvloop.new_event_loop)):
     with asyncio.Runner(loop_factory=factory) as runner:
         result = runner.run(icmp.probe_icmp("127.0.0.1", module, 2.0))
-    results[name] = {"success": result.success, "log": result.log_lines}
-print(json.dumps({"raw": raw, "results": results}))
+    hop_limit = result.gauges.get("probe_icmp_reply_hop_limit")
+    results[name] = {"success": result.success, "log": result.log_lines,
+                     "hop_limit": hop_limit.samples[()] if hop_limit else None}
+ttl = int(open("/proc/sys/net/ipv4/ip_default_ttl").read())
+print(json.dumps({"raw": raw, "results": results, "default_ttl": ttl}))
 """
 
 
@@ -368,3 +392,5 @@ def test_icmp_datagram_socket_in_own_namespace():
     assert report["raw"] is False
     for name in ("asyncio", "uvloop"):
         assert report["results"][name]["success"] is True, report["results"][name]["log"]
+        # A datagram socket has no IP header, so the TTL comes from IP_RECVTTL ancillary data.
+        assert report["results"][name]["hop_limit"] == report["default_ttl"]

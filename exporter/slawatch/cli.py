@@ -27,7 +27,8 @@ logger = logging.getLogger("slawatch")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 TEXT = Catalog({
-    "config.valid": {"en": "{source}: config is valid ({targets} targets, {slos} SLOs)",
+    # target_word and slo_word carry the English singular or plural; the Chinese text needs neither.
+    "config.valid": {"en": "{source}: config is valid ({targets} {target_word}, {slos} {slo_word})",
                      "zh-CN": "{source}：配置有效（{targets} 个探测目标，{slos} 个 SLO）"},
     "config.empty": {"en": "{source}: warning: the config has no targets and no SLOs, so nothing will be probed: "
                             "check the path, or add targets as in the embedded default config",
@@ -297,7 +298,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(TEXT.get("check.secrets_fix", locale), file=sys.stderr)
         failed = True
     else:
-        print(TEXT.get("config.valid", locale, source=source, targets=len(config.targets), slos=len(config.slos)))
+        print(TEXT.get("config.valid", locale, source=source, targets=len(config.targets), slos=len(config.slos),
+                       target_word="target" if len(config.targets) == 1 else "targets",
+                       slo_word="SLO" if len(config.slos) == 1 else "SLOs"))
     if not config.targets and not config.slos:
         print(TEXT.get("config.empty", locale, source=source), file=sys.stderr)
 

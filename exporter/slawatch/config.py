@@ -24,6 +24,21 @@ from .durations import format_duration, format_le, parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+# Upper bound of timeouts and intervals. A longer one is a typo (or a unit
+# mix-up such as y for s), and asyncio's timers reject far larger values.
+MAX_TIMEOUT_SECONDS = 365 * 86400.0
+
+
+def _check_timeout_range(seconds: float) -> float:
+    if seconds > MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"{format_duration(seconds) if seconds < 1e12 else f'{seconds:.3g}s'} is longer than "
+                         "the maximum of 365d for a timeout or interval: use a shorter duration such as 10s or 5m")
+    return seconds
+
+
+# A timeout or interval: a Duration of at most 365 days.
+TimeoutDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_check_timeout_range)]
+
 LABEL_VALUE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.-]*$")
 LOCALES = ("en", "zh-CN")
 
@@ -69,6 +84,9 @@ def _check_prometheus_label_name(name: str) -> str:
 PrometheusLabelName = Annotated[str, BeforeValidator(lambda v: _check_prometheus_label_name(str(v)))]
 
 
+TLSVersionName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+
+
 class TLSConfig(StrictModel):
     """TLS client settings, named as in blackbox_exporter's tls_config."""
 
@@ -77,7 +95,16 @@ class TLSConfig(StrictModel):
     cert_file: str | None = None
     key_file: str | None = None
     server_name: str | None = None
-    min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] | None = None
+    min_version: TLSVersionName | None = None
+    max_version: TLSVersionName | None = None
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> "TLSConfig":
+        # The names sort in version order.
+        if self.min_version and self.max_version and self.min_version > self.max_version:
+            raise ValueError(f"min_version {self.min_version} is above max_version {self.max_version}, so no "
+                             "TLS version is allowed: lower min_version or raise max_version")
+        return self
 
 
 # blackbox_exporter 0.23 options that slawatch does not implement. A module
@@ -88,7 +115,13 @@ UNSUPPORTED_BLACKBOX_OPTIONS = {
     "skip_resolve_phase_with_proxy": "skip_resolve_phase_with_proxy is not supported: remove it",
     "source_ip_address": "source_ip_address is not supported: remove it",
     "dns_over_tls": "dns_over_tls is not supported: remove it",
-    "follow_redirects_hosts": "follow_redirects_hosts is not supported: remove it",
+}
+
+# Options that blackbox_exporter 0.23 does not have either but that resemble
+# its options. They are rejected with this message instead of "unknown key".
+UNSUPPORTED_OTHER_OPTIONS = {
+    "follow_redirects_hosts": "follow_redirects_hosts is not an option of slawatch or of blackbox_exporter 0.23: "
+                              "remove it, and use follow_redirects: false to stop at the first redirect",
 }
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -146,7 +179,19 @@ def _reject_unsupported(data: Any) -> Any:
         for key in data:
             if key in UNSUPPORTED_BLACKBOX_OPTIONS:
                 raise ValueError(f"unsupported blackbox_exporter option {key!r}: {UNSUPPORTED_BLACKBOX_OPTIONS[key]}")
+            if key in UNSUPPORTED_OTHER_OPTIONS:
+                raise ValueError(f"unknown option {key!r}: {UNSUPPORTED_OTHER_OPTIONS[key]}")
     return data
+
+
+def _check_status_code(code: int) -> int:
+    if not 100 <= code <= 599:
+        raise ValueError(f"status code {code} is out of range: use codes between 100 and 599")
+    return code
+
+
+# Each invalid code is reported at its own list index.
+StatusCode = Annotated[int, AfterValidator(_check_status_code)]
 
 
 class HeaderMatch(StrictModel):
@@ -194,7 +239,7 @@ class HTTPProbeConfig(StrictModel):
     `body_file` and `expected_body_size` are slawatch additions.
     """
 
-    valid_status_codes: list[int] = Field(default_factory=list)
+    valid_status_codes: list[StatusCode] = Field(default_factory=list)
     valid_http_versions: list[str] = Field(default_factory=list)
     method: str = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
@@ -206,6 +251,9 @@ class HTTPProbeConfig(StrictModel):
     expected_body_size: Size | None = None
     compression: Literal["", "gzip", "deflate", "br", "identity"] = ""
     follow_redirects: bool = True
+    # blackbox_exporter 0.23's deprecated inverse of follow_redirects. When set,
+    # it decides follow_redirects; a contradicting follow_redirects is an error.
+    no_follow_redirects: bool | None = None
     fail_if_ssl: bool = False
     fail_if_not_ssl: bool = False
     fail_if_body_matches_regexp: Regexps = Field(default_factory=list)
@@ -234,14 +282,6 @@ class HTTPProbeConfig(StrictModel):
 
     _unsupported = model_validator(mode="before")(_reject_unsupported)
 
-    @field_validator("valid_status_codes")
-    @classmethod
-    def _status_codes_in_range(cls, codes: list[int]) -> list[int]:
-        for code in codes:
-            if not 100 <= code <= 599:
-                raise ValueError(f"status code {code} is out of range: use codes between 100 and 599")
-        return codes
-
     @field_validator("proxy_url")
     @classmethod
     def _http_proxy(cls, value: str | None) -> str | None:
@@ -250,6 +290,19 @@ class HTTPProbeConfig(StrictModel):
             if parts.scheme != "http" or not parts.hostname:
                 raise ValueError(f"{value!r} is not an http:// proxy URL, for example http://proxy.internal:3128")
         return value
+
+    @model_validator(mode="after")
+    def _apply_no_follow_redirects(self) -> "HTTPProbeConfig":
+        if self.no_follow_redirects is None:
+            return self
+        if "follow_redirects" in self.model_fields_set and self.follow_redirects == self.no_follow_redirects:
+            follow, no_follow = str(self.follow_redirects).lower(), str(self.no_follow_redirects).lower()
+            raise ValueError(f"follow_redirects: {follow} contradicts no_follow_redirects: {no_follow}: "
+                             "remove no_follow_redirects, which blackbox_exporter deprecates, and keep "
+                             "follow_redirects")
+        # The model is frozen, so the resolved value is written past __setattr__.
+        object.__setattr__(self, "follow_redirects", not self.no_follow_redirects)
+        return self
 
     @model_validator(mode="after")
     def _exclusive_options(self) -> "HTTPProbeConfig":
@@ -296,6 +349,20 @@ class RRValidation(StrictModel):
     fail_if_none_matches_regexp: Regexps = Field(default_factory=list)
 
 
+def _check_rcode(rcode: str) -> str:
+    import dns.rcode
+
+    try:
+        dns.rcode.from_text(rcode)
+    except Exception:
+        raise ValueError(f"valid_rcodes entry {rcode!r} is unknown: use names such as NOERROR, NXDOMAIN") from None
+    return rcode
+
+
+# Each unknown rcode is reported at its own list index.
+RCode = Annotated[str, AfterValidator(_check_rcode)]
+
+
 class DNSProbeConfig(StrictModel):
     """Options of the dns prober, named as in blackbox_exporter's `dns:` block."""
 
@@ -307,31 +374,32 @@ class DNSProbeConfig(StrictModel):
     query_type: str = "ANY"
     query_class: str = "IN"
     recursion_desired: bool = True
-    valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"])
+    valid_rcodes: list[RCode] = Field(default_factory=lambda: ["NOERROR"])
     validate_answer_rrs: RRValidation = Field(default_factory=RRValidation)
     validate_authority_rrs: RRValidation = Field(default_factory=RRValidation)
     validate_additional_rrs: RRValidation = Field(default_factory=RRValidation)
 
-    @model_validator(mode="after")
-    def _known_names(self) -> "DNSProbeConfig":
-        import dns.rcode
-        import dns.rdataclass
+    @field_validator("query_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
         import dns.rdatatype
 
-        for value, kind, parse in ((self.query_type, "query_type", dns.rdatatype.from_text),
-                                   (self.query_class, "query_class", dns.rdataclass.from_text)):
-            try:
-                parse(value)
-            except Exception:
-                raise ValueError(f"{kind} {value!r} is unknown: use a name such as A, AAAA, MX, SOA (type) "
-                                 "or IN, CH (class)") from None
-        for rcode in self.valid_rcodes:
-            try:
-                dns.rcode.from_text(rcode)
-            except Exception:
-                raise ValueError(f"valid_rcodes entry {rcode!r} is unknown: use names such as NOERROR, NXDOMAIN") \
-                    from None
-        return self
+        try:
+            dns.rdatatype.from_text(value)
+        except Exception:
+            raise ValueError(f"query_type {value!r} is unknown: use a name such as A, AAAA, MX or SOA") from None
+        return value
+
+    @field_validator("query_class")
+    @classmethod
+    def _known_class(cls, value: str) -> str:
+        import dns.rdataclass
+
+        try:
+            dns.rdataclass.from_text(value)
+        except Exception:
+            raise ValueError(f"query_class {value!r} is unknown: use a name such as IN or CH") from None
+        return value
 
 
 class ICMPProbeConfig(StrictModel):
@@ -343,7 +411,15 @@ class ICMPProbeConfig(StrictModel):
     payload_size: int = Field(default=0, ge=0, le=65000)
     ttl: int | None = Field(default=None, ge=0, le=255)
     # Setting DF needs raw sockets in blackbox too; slawatch accepts only the default.
-    dont_fragment: Literal[False] = False
+    dont_fragment: bool = False
+
+    @field_validator("dont_fragment")
+    @classmethod
+    def _fragmenting_only(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("dont_fragment: true is not supported, because slawatch does not set the IP "
+                             "don't-fragment flag: remove dont_fragment or set it to false")
+        return value
 
 
 class GRPCProbeConfig(StrictModel):
@@ -356,12 +432,24 @@ class GRPCProbeConfig(StrictModel):
     tls: bool = False
     tls_config: TLSConfig = Field(default_factory=TLSConfig)
 
+    @field_validator("tls_config")
+    @classmethod
+    def _no_version_limits(cls, tls: TLSConfig) -> TLSConfig:
+        # grpc.ssl_channel_credentials takes certificates only, so a version
+        # limit would be silently ignored.
+        limits = [key for key in ("min_version", "max_version") if getattr(tls, key)]
+        if limits:
+            verb, pronoun = ("is", "it") if len(limits) == 1 else ("are", "them")
+            raise ValueError(f"{' and '.join(limits)} {verb} not supported by the grpc prober, because the Python "
+                             f"gRPC client cannot limit TLS versions: remove {pronoun}")
+        return tls
+
 
 class Module(StrictModel):
     """A probe module in blackbox_exporter's format."""
 
     prober: Literal["http", "tcp", "dns", "icmp", "grpc"]
-    timeout: Duration = 10.0
+    timeout: TimeoutDuration = 10.0
     http: HTTPProbeConfig = Field(default_factory=HTTPProbeConfig)
     tcp: TCPProbeConfig = Field(default_factory=TCPProbeConfig)
     dns: DNSProbeConfig = Field(default_factory=DNSProbeConfig)
@@ -388,7 +476,7 @@ class Target(StrictModel):
     service: LabelName
     url: str
     module: str = "http_2xx"
-    interval: Duration = 30.0
+    interval: TimeoutDuration = 30.0
     public: bool = True
 
     @field_validator("interval")
@@ -492,9 +580,9 @@ class TicketWebhook(StrictModel):
 
     secret_file: str | None = None
     secret_env: str | None = None
-    max_age: Duration = 300.0
+    max_age: TimeoutDuration = 300.0
     # Events dated more than this after the receiver's clock are refused (a wrong clock or zone offset).
-    max_future: Duration = 300.0
+    max_future: TimeoutDuration = 300.0
     # Signing secret of a Zendesk webhook that posts to /api/v1/ticket-events/zendesk.
     zendesk_secret_file: str | None = None
 
@@ -506,7 +594,7 @@ class RTSource(StrictModel):
     user: str | None = None
     password_file: str | None = None
     token_file: str | None = Field(default=None, description="REST2 auth token (RT::Authen::Token)")
-    interval: Duration = 60.0
+    interval: TimeoutDuration = 60.0
     page_size: int = Field(default=50, ge=1, le=100)
     query: str = Field(default="", description="extra TicketSQL, ANDed with the LastUpdated cursor")
     start: datetime | None = Field(default=None, description="first LastUpdated to read when no cursor is stored")
@@ -535,7 +623,7 @@ class JiraSource(StrictModel):
     user: str = Field(description="the account's email address")
     token_file: str = Field(description="file with an Atlassian API token")
     jql: str = Field(default="", description="JQL that selects the service-desk issues, for example project = SUP")
-    interval: Duration = 60.0
+    interval: TimeoutDuration = 60.0
     page_size: int = Field(default=50, ge=1, le=100)
     channel: LabelName = "email"
     # Status names of the default service-desk workflows; a value "removed:<reason>" removes the ticket.
@@ -553,7 +641,7 @@ class ZammadSource(StrictModel):
     url: str = Field(description="base URL, for example https://zammad.example.com (the API is under /api/v1/)")
     token_file: str = Field(description="file with a Zammad access token")
     query: str = Field(default="*", description="ticket search query")
-    interval: Duration = 60.0
+    interval: TimeoutDuration = 60.0
     page_size: int = Field(default=50, ge=1, le=100)
     max_pages: int = Field(default=20, ge=1)
     # Zammad's default states; a value "removed:<reason>" removes the ticket.
@@ -576,7 +664,7 @@ class ZendeskSource(StrictModel):
     email: str | None = Field(default=None, description="email address of the agent who owns the API token")
     token_file: str | None = Field(default=None, description="file with a Zendesk API token, sent as {email}/token")
     oauth_token_file: str | None = Field(default=None, description="file with an OAuth access token (Bearer)")
-    interval: Duration = 60.0
+    interval: TimeoutDuration = 60.0
     # Zendesk documents per_page on the incremental exports as at most 1,000 (its default).
     page_size: int = Field(default=100, ge=1, le=1000)
     max_pages: int = Field(default=10, ge=1)
@@ -662,25 +750,34 @@ class TicketsConfig(StrictModel):
         return sorted(set(base) | set(thresholds) | set(extra))
 
 
+def _check_allow_entry(entry: str) -> str:
+    if not entry.strip():
+        raise ValueError("empty entry: write a host name, an IP address or a CIDR range, or remove the entry")
+    if entry != entry.strip() or any(c.isspace() for c in entry):
+        raise ValueError(f"{entry!r} contains whitespace, so it never matches a host: remove the spaces")
+    if any(c in entry for c in "*?"):
+        raise ValueError(f"{entry!r} is a wildcard pattern, but probe.allow matches exact host names only: "
+                         "list each host name, or a CIDR range that contains the hosts' addresses")
+    if "/" in entry:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not a valid CIDR range, for example 10.0.0.0/8") from None
+    return entry
+
+
+# Each invalid entry is reported at its own list index.
+AllowEntry = Annotated[str, AfterValidator(_check_allow_entry)]
+
+
 class ProbeSecurity(StrictModel):
     """The hosts that `/probe` may reach: host names, IP addresses or CIDR ranges."""
 
-    allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128", "localhost"])
+    allow: list[AllowEntry] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128", "localhost"])
     allow_configured_targets: bool = True
     # When true, /probe accepts only a target string that equals a configured
     # target's url, checked before any name resolution.
     only_configured_targets: bool = False
-
-    @field_validator("allow")
-    @classmethod
-    def _valid_entries(cls, entries: list[str]) -> list[str]:
-        for entry in entries:
-            if "/" in entry:
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError:
-                    raise ValueError(f"{entry!r} is not a valid CIDR range, for example 10.0.0.0/8") from None
-        return entries
 
 
 class BurnWindow(StrictModel):
@@ -807,7 +904,7 @@ class RelayConfig(StrictModel):
     # How long a request waits for a free slot in the rate limit before the
     # relay returns 503 so that Alertmanager retries later.
     queue_wait: Duration = 5.0
-    timeout: Duration = 10.0
+    timeout: TimeoutDuration = 10.0
 
     @field_validator("timeout")
     @classmethod
@@ -1286,7 +1383,9 @@ def _format_location(loc: tuple[Any, ...]) -> str:
 
 
 def _format_value(value: Any) -> str:
-    """Return a value as the error shows it: dates as YAML writes them, anything else as repr()."""
+    """Return a value as the error shows it: booleans and dates as YAML writes them, anything else as repr()."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     return repr(value)

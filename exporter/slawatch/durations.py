@@ -17,6 +17,9 @@ _UNITS = {
     "y": 31536000.0,
 }
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+# Go's time.Duration (int64 nanoseconds, about 292 years) is the longest
+# duration that Prometheus and Alertmanager read in the generated files.
+MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -38,10 +41,16 @@ def parse_duration(text: str | int | float) -> float:
     for match in _PART.finditer(value):
         if match.start() != position:
             break
-        total += int(match.group(1)) * _UNITS[match.group(2)]
+        digits = match.group(1)
+        # A number of more than 20 digits is out of range in any unit, and
+        # int() to float conversion would raise OverflowError for huge ones.
+        total += int(digits) * _UNITS[match.group(2)] if len(digits) <= 20 else math.inf
         position = match.end()
     if not value or position != len(value):
         raise ValueError(f"invalid duration {text!r}: use a string like 30s, 5m, 1h30m or 30d")
+    if total > MAX_DURATION_SECONDS:
+        raise ValueError(f"duration {text!r} is out of range: the maximum is 292y, the range of Go's "
+                         "time.Duration that Prometheus uses")
     return total
 
 

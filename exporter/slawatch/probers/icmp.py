@@ -23,7 +23,13 @@ from .result import AddressGuard, ProbeLog, ProbeResult
 logger = logging.getLogger("slawatch.prober.icmp")
 
 PHASE_HELP = "Duration of icmp request by phase"
+HOP_LIMIT_HELP = "Replied packet hop limit (TTL for ipv4)"
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
+# Linux's IP_RECVTTL (include/uapi/linux/in.h), which Python's socket module
+# does not define. With it, recvmsg returns the TTL as IP_TTL ancillary data.
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+# Room for one int of ancillary data (the TTL or the hop limit).
+ANCILLARY_SIZE = socket.CMSG_SPACE(struct.calcsize("i"))
 
 
 def _checksum(data: bytes) -> int:
@@ -82,6 +88,35 @@ async def probe_icmp(target: str, module: Module, timeout: float, guard: Address
     return result
 
 
+def request_hop_limit(sock: socket.socket, family: int, raw: bool) -> bool:
+    """Ask the kernel to attach the TTL or hop limit of received packets; return whether it will.
+
+    A raw IPv4 socket needs no option because it receives the IP header, which
+    contains the TTL.
+    """
+    if family == socket.AF_INET and raw:
+        return True
+    level, option = ((socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT) if family == socket.AF_INET6
+                     else (socket.IPPROTO_IP, IP_RECVTTL))
+    try:
+        sock.setsockopt(level, option, 1)
+    except OSError as error:
+        logger.debug("Cannot request the reply hop limit family=%s raw_socket=%s error=%s", family, raw, error)
+        return False
+    return True
+
+
+def hop_limit_from_ancillary(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """Return the TTL or hop limit that recvmsg reported in `ancillary`, or None."""
+    for level, kind, data in ancillary:
+        if (level, kind) in ((socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT)):
+            if len(data) >= struct.calcsize("i"):
+                return struct.unpack("i", data[:struct.calcsize("i")])[0]
+            if len(data) == 1:
+                return data[0]
+    return None
+
+
 async def _ping(host: str, module: Module, result: ProbeResult, log: ProbeLog, guard: AddressGuard | None) -> None:
     options = module.icmp
     mark = time.monotonic()
@@ -93,6 +128,7 @@ async def _ping(host: str, module: Module, result: ProbeResult, log: ProbeLog, g
     loop = asyncio.get_running_loop()
     try:
         sock.setblocking(False)
+        hop_limit_requested = request_hop_limit(sock, resolved.family, raw)
         if options.ttl is not None:
             level, option = ((socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) if resolved.family == socket.AF_INET6
                              else (socket.IPPROTO_IP, socket.IP_TTL))
@@ -108,8 +144,11 @@ async def _ping(host: str, module: Module, result: ProbeResult, log: ProbeLog, g
         await _send(loop, sock, packet, (resolved.ip, 0))
         reply_type = 129 if resolved.family == socket.AF_INET6 else 0
         while True:
-            data = await _receive(loop, sock, 65535)
+            data, ancillary = await _receive(loop, sock, 65535)
+            hop_limit = hop_limit_from_ancillary(ancillary)
             if raw and resolved.family == socket.AF_INET:
+                # The IPv4 header comes first: its TTL is byte 8 and its length is IHL 32-bit words.
+                hop_limit = data[8] if len(data) > 8 else None
                 data = data[(data[0] & 0x0F) * 4:]
             if len(data) < 8:
                 continue
@@ -119,6 +158,10 @@ async def _ping(host: str, module: Module, result: ProbeResult, log: ProbeLog, g
             if kind == reply_type and reply_seq == sequence and data[8:] == payload and (not raw or reply_id == identifier):
                 break
         result.phases["rtt"] = time.monotonic() - mark
+        if hop_limit is not None:
+            result.set("probe_icmp_reply_hop_limit", HOP_LIMIT_HELP, hop_limit)
+        elif hop_limit_requested:
+            log.debug("The reply carried no hop limit, so probe_icmp_reply_hop_limit is not exported")
     finally:
         sock.close()
 
@@ -137,10 +180,13 @@ async def _send(loop: asyncio.AbstractEventLoop, sock: socket.socket, packet: by
             await _wait_ready(loop, sock, writable=True)
 
 
-async def _receive(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+async def _receive(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                   size: int) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    """Receive one packet and its ancillary data."""
     while True:
         try:
-            return sock.recv(size)
+            data, ancillary, _, _ = sock.recvmsg(size, ANCILLARY_SIZE)
+            return data, ancillary
         except (BlockingIOError, InterruptedError):
             await _wait_ready(loop, sock, writable=False)
 

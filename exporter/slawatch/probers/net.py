@@ -180,6 +180,8 @@ def build_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
         context.load_cert_chain(tls.cert_file, tls.key_file)
     if tls.min_version:
         context.minimum_version = _TLS_VERSIONS[tls.min_version]
+    if tls.max_version:
+        context.maximum_version = _TLS_VERSIONS[tls.max_version]
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
