@@ -164,7 +164,7 @@ def signed_requests(events: list[dict], batch: int, secret: bytes) -> list[str]:
 
 
 def bench_ingest(args: argparse.Namespace) -> None:
-    """Drive the webhook with wrk: every request is signed, distinct, and answered after its commit."""
+    """Drive the webhook with wrk: every request is signed and distinct, and its response comes after its commit."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     with tempfile.TemporaryDirectory(prefix="slawatch-bench-") as scratch:

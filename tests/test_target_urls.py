@@ -26,7 +26,7 @@ from conftest import free_port, minimal_config, require_binary, write_config
 
 
 class LineServer:
-    """Answers every request from the request line: /loop redirects to itself, /once to /ok, others 200."""
+    """Serve every request by its request line: /loop redirects to itself, /once to /ok, others 200."""
 
     def __init__(self):
         self.lines: list[bytes] = []

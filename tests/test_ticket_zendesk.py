@@ -418,6 +418,7 @@ async def test_source_get_json_names_html_and_timeouts(aiohttp_server):
             await get_json(session, str(server.make_url("/silent")), None, "zendesk", metrics, no_wait)
 
     assert html.value.kind == "invalid"
-    assert "not JSON" in str(html.value) and "Sign in" in str(html.value)
+    assert "not JSON" in str(html.value)
+    assert "Sign in" in str(html.value)
     assert timeout.value.kind == "timeout"
     assert "/silent" in str(timeout.value)

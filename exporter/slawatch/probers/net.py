@@ -98,7 +98,7 @@ async def resolve(
             log.error("Resolution with IP protocol failed err=%s", error.strerror)
             raise ProbeError("dns", f"cannot resolve {host}: {error.strerror}") from None
         except ValueError as error:
-            # The IDNA codec getaddrinfo() applies rejects the name (UnicodeError), or it holds a NUL.
+            # The IDNA codec getaddrinfo() applies rejects the name (UnicodeError), or it contains a NUL.
             result.set("probe_dns_lookup_time_seconds", "Returns the time taken for probe dns lookup in seconds",
                        time.monotonic() - started)
             log.error("Invalid host name host=%r err=%s", host, error)

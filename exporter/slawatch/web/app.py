@@ -39,7 +39,7 @@ logger = logging.getLogger("slawatch.web")
 TIMEOUT_OFFSET = 0.5
 MAX_EVENT_BATCH = 5000
 MAX_BODY_BYTES = 8 * 1024 * 1024
-# Longest request line the server reads. aiohttp's default of 8190 bytes is
+# Maximum length of a request line the server reads. aiohttp's default of 8190 bytes is
 # shorter than the targets blackbox_exporter accepts (Go allows 1 MiB of headers).
 MAX_REQUEST_LINE = 64 * 1024
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
