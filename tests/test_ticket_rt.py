@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -261,3 +261,20 @@ async def test_rt_invalid_answer_counted_and_polling_continues(aiohttp_server, t
     assert metrics.errors[("rt", "invalid")] == 2
     assert waits == [1.0, 1.0]
     assert store.get_meta(CURSOR_KEY) is None
+
+
+def test_rt_query_is_relative_to_rt_clock(tmp_path: Path):
+    """TicketSQL reads an absolute time in the RT user's zone and `...T...Z` as a date only, so the
+    cursor becomes a relative condition with a margin for clock skew."""
+    config = parse_config(rt_config(tmp_path, "http://127.0.0.1:1/", query="Queue = 'General'"))
+    store, _ = build_store(config.tickets)
+    poller = RTPoller(config.tickets, store, SourceMetrics())
+    cursor = datetime.fromtimestamp(time.time() - 600, timezone.utc)
+
+    query = poller._query(cursor)
+    seconds = int(query.split("LastUpdated > '")[1].split(" ")[0])
+
+    assert query.startswith("(Queue = 'General') AND LastUpdated > '")
+    assert query.endswith(" seconds ago'")
+    assert 900 <= seconds <= 902
+    assert poller._query(datetime(1970, 1, 1, tzinfo=timezone.utc)) == "Queue = 'General'"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -32,6 +33,10 @@ logger = logging.getLogger("slawatch.tickets.rt")
 
 SOURCE = "rt"
 CURSOR_KEY = "cursor:rt"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Seconds read again before the cursor, so a difference of up to this much between the clocks of
+# RT and the exporter loses no update.
+CLOCK_MARGIN = 300
 TICKET_FIELDS = "Queue,Status,Created,LastUpdated,Requestor,Priority"
 HISTORY_FIELDS = "Type,Creator,Created,OldValue,NewValue,Field"
 SYSTEM_USERS = {"RT_System", "Nobody"}
@@ -92,11 +97,15 @@ class RTPoller:
                 events: list[TicketEvent] = []
                 newest = cursor
                 for ticket in items:
+                    updated = _parse_time(ticket["LastUpdated"])
+                    # The clock margin returns tickets applied before; RT stores whole seconds, so ties are read.
+                    if updated < cursor - timedelta(seconds=1):
+                        continue
                     events += await self._ticket_events(session, ticket)
-                    newest = max(newest, _parse_time(ticket["LastUpdated"]))
+                    newest = max(newest, updated)
+                    read += 1
                 await asyncio.get_running_loop().run_in_executor(
                     None, lambda: self.store.ingest(events, meta={CURSOR_KEY: newest.isoformat()}))
-                read += len(items)
                 pages += 1
                 if len(items) < self.config.page_size:
                     break
@@ -115,12 +124,19 @@ class RTPoller:
         if self.config.start is not None:
             start = self.config.start
             return start if start.tzinfo else start.replace(tzinfo=timezone.utc)
-        return datetime(1970, 1, 1, tzinfo=timezone.utc)
+        return EPOCH
 
     def _query(self, cursor: datetime) -> str:
-        # RT stores whole seconds; starting one second early re-reads ties, and event ids make that harmless.
-        since = (cursor - timedelta(seconds=1)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        query = f"LastUpdated > '{since}'"
+        """Return the TicketSQL of the tickets updated since `cursor`, with a margin for clock skew.
+
+        TicketSQL reads an absolute time in the RT user's time zone (RT's default is US/Eastern)
+        and reads `...T...Z` as a date only, so the condition is relative to RT's own clock instead.
+        Tickets in the margin are read again, and event ids make that harmless.
+        """
+        if cursor <= EPOCH:
+            return self.config.query or "id > 0"
+        seconds = math.ceil(time.time() - cursor.timestamp()) + CLOCK_MARGIN
+        query = f"LastUpdated > '{seconds} seconds ago'"
         return f"({self.config.query}) AND {query}" if self.config.query else query
 
     async def _get(self, session: aiohttp.ClientSession, path: str, params: dict | None = None) -> Any:
