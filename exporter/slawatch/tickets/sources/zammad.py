@@ -33,6 +33,8 @@ logger = logging.getLogger("slawatch.tickets.zammad")
 
 SOURCE = "zammad"
 CURSOR_KEY = "cursor:zammad"
+# "<page> <newest updated_at>" of a pass that stopped at max_pages, or empty.
+RESUME_KEY = "resume:zammad"
 
 
 class ZammadPoller:
@@ -61,16 +63,24 @@ class ZammadPoller:
         """Apply every ticket updated since the cursor; return the number of tickets read.
 
         Pages arrive newest first, so the cursor moves only after the last page is applied. A restart
-        before that reads the same tickets again, which event ids make harmless.
+        before that reads the same tickets again, which event ids make harmless. A poll that stops at
+        max_pages stores the next page and the newest time seen, and the next poll continues there.
+        Tickets updated meanwhile move to the front, and the pass after this one reads them, because
+        they are newer than the time stored.
         """
         started = time.time()
         token = read_secret_file(self.config.token_file, "tickets.sources.zammad.token_file")
         headers = {"Authorization": f"Token token={token}"}
         cursor = self._cursor()
         newest = cursor
+        first_page = 1
+        resume = self.store.get_meta(RESUME_KEY)
+        if resume:
+            page_text, _, newest_text = resume.partition(" ")
+            first_page, newest = int(page_text), datetime.fromisoformat(newest_text)
         read = 0
         async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as session:
-            for page in range(1, self.config.max_pages + 1):
+            for page in range(first_page, first_page + self.config.max_pages):
                 tickets = await get_json(session, f"{self.base}/tickets/search", {
                     "query": self.config.query, "sort_by": "updated_at", "order_by": "desc", "expand": "true",
                     "page": str(page), "per_page": str(self.config.page_size)}, SOURCE, self.metrics, self.sleep)
@@ -96,14 +106,15 @@ class ZammadPoller:
                 if len(changed) < len(tickets) or len(tickets) < self.config.page_size:
                     break
             else:
-                # NOTE: the cursor stays, and the next poll starts again at page 1. So while more than max_pages
-                # pages of tickets changed since the cursor (as on the first poll of a large instance), the older
-                # tickets are never read.
-                logger.warning("Stopped Zammad poll at max_pages pages=%d", self.config.max_pages)
+                # The cursor stays until the pass reaches tickets older than it.
+                logger.warning("Stopped Zammad poll at max_pages, so the next poll continues at page=%d",
+                               page + 1)
                 self.metrics.error(SOURCE, "truncated")
+                await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: self.store.ingest([], meta={RESUME_KEY: f"{page + 1} {newest.isoformat()}"}))
                 return read
         await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self.store.ingest([], meta={CURSOR_KEY: newest.isoformat()}))
+            None, lambda: self.store.ingest([], meta={CURSOR_KEY: newest.isoformat(), RESUME_KEY: ""}))
         self.metrics.success(SOURCE, lag=time.time() - started)
         return read
 
