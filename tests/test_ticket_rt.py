@@ -236,7 +236,7 @@ def test_rt_config_needs_one_credential(tmp_path: Path):
     assert "set exactly one of password_file" in str(error.value)
 
 
-async def test_rt_invalid_answer_counted_and_polling_continues(aiohttp_server, tmp_path: Path):
+async def test_rt_invalid_answer_keeps_polling(aiohttp_server, tmp_path: Path):
     async def ticket_without_fields(request: web.Request) -> web.Response:
         # A listing item without the requested fields, as a proxy or an RT extension might return.
         return web.json_response({"count": 1, "page": 1, "per_page": 100, "total": 1,

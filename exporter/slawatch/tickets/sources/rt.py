@@ -98,7 +98,8 @@ class RTPoller:
                 newest = cursor
                 for ticket in items:
                     updated = _parse_time(ticket["LastUpdated"])
-                    # The clock margin returns tickets applied before; RT stores whole seconds, so ties are read.
+                    # The clock margin returns tickets applied before. Ties in the cursor's second are read again,
+                    # because RT stores whole seconds.
                     if updated < cursor - timedelta(seconds=1):
                         continue
                     events += await self._ticket_events(session, ticket)
@@ -129,9 +130,9 @@ class RTPoller:
     def _query(self, cursor: datetime) -> str:
         """Return the TicketSQL of the tickets updated since `cursor`, with a margin for clock skew.
 
-        TicketSQL reads an absolute time in the RT user's time zone (RT's default is US/Eastern)
-        and reads `...T...Z` as a date only, so the condition is relative to RT's own clock instead.
-        Tickets in the margin are read again, and event ids make that harmless.
+        TicketSQL reads an absolute time in the RT user's time zone (US/Eastern in RT_Config.pm, the
+        system zone in Debian's package) and reads `...T...Z` as a date only. So the condition is
+        relative to RT's own clock instead. poll_once skips the tickets of the margin it applied before.
         """
         if cursor <= EPOCH:
             return self.config.query or "id > 0"
